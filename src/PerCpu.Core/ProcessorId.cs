@@ -1,0 +1,178 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using PerCpu.Internal;
+
+namespace PerCpu;
+
+/// <summary>
+/// Which CPU is the calling thread on? Allocation-free, lock-free, and safe everywhere: a ladder of hardware and
+/// OS strategies is detected, validated against the OS and measured once, on first use, and the fastest correct
+/// one is used (see <see cref="ProcessorIdStrategy"/>).
+/// </summary>
+/// <remarks>
+/// <para>
+/// The id is a hint, never a guarantee: the thread may migrate to another CPU right after the read, and several
+/// threads may share a CPU. PerCpu instruments therefore still update their shard with one (uncontended)
+/// interlocked operation; correctness never depends on the id, only the absence of contention does.
+/// </para>
+/// <para>
+/// Override the choice with the environment variable <c>PERCPU_PROCESSOR_ID</c> (a <see cref="ProcessorIdStrategy"/>
+/// name, case-insensitive), read once at startup, or at run time with <see cref="TrySetStrategy"/>. A forced strategy
+/// that is unavailable falls back to the automatic choice and says so in <see cref="Selection"/>.
+/// </para>
+/// </remarks>
+public static unsafe class ProcessorId
+{
+    /// <summary>The environment variable that forces a strategy.</summary>
+    public const string EnvironmentVariable = "PERCPU_PROCESSOR_ID";
+
+    private const int RseqCpuIdIndex = 1; // struct rseq { u32 cpu_id_start; u32 cpu_id; ... } (include/uapi/linux/rseq.h)
+    private const int RseqMmCidIndex = 6; // ... u64 rseq_cs; u32 flags; u32 node_id; u32 mm_cid; }
+    private const uint TscAuxCpuMask = 0xFFF; // Linux: TSC_AUX = (node << 12) | cpu
+
+    [ThreadStatic]
+    private static int* t_rseq;
+
+    private static readonly ProcessorIdLadder s_ladder = new(ProcessorIdLadder.Probe.Default);
+    private static readonly CpuSlotMap s_map = new(ComputeSlotCount(Environment.ProcessorCount));
+    private static int s_active = (int)Initialize();
+    private static ProcessorIdSelection? s_selection; // set by Initialize(); no initializer, which would run after it
+
+    /// <summary>The strategy in use now.</summary>
+    public static ProcessorIdStrategy Strategy => (ProcessorIdStrategy)Volatile.Read(ref s_active);
+
+    /// <summary>The strategy in use, why it was chosen, and what the ladder found for each strategy.</summary>
+    public static ProcessorIdSelection Selection => Volatile.Read(ref s_selection)!;
+
+    /// <summary>
+    /// Shard slots per instrument: the processor count rounded up to a power of two (at most 4096).
+    /// Memory of an instrument is bounded by this number times its per-slot size.
+    /// </summary>
+    public static int SlotCount => s_map.SlotCount;
+
+    /// <summary>
+    /// The current thread's shard slot in <c>[0, <see cref="SlotCount"/>)</c>: the raw id of <see cref="GetCurrentId"/>
+    /// mapped densely (distinct CPUs get distinct slots while there are enough).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // the whole point: a few instructions on every write
+    public static int GetCurrentSlot() => s_map.Map(GetCurrentId());
+
+    /// <summary>
+    /// The raw id of the active strategy: a CPU number, an rseq concurrency id, or (last resort) a managed thread id.
+    /// Never negative. May be stale by the time the caller uses it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int GetCurrentId()
+    {
+        int active = s_active;
+        if (active == (int)ProcessorIdStrategy.RseqMmCid || active == (int)ProcessorIdStrategy.RseqCpuId)
+        {
+            int* area = t_rseq;
+            if (area != null)
+            {
+                int id = Volatile.Read(ref area[active == (int)ProcessorIdStrategy.RseqMmCid ? RseqMmCidIndex : RseqCpuIdIndex]);
+                if (id >= 0)
+                {
+                    return id;
+                }
+            }
+
+            return ReadRseqSlow(active);
+        }
+
+        return ReadOther(active);
+    }
+
+    /// <summary>
+    /// Switches to <paramref name="strategy"/> if it is available on this machine (or re-runs the automatic choice
+    /// for <see cref="ProcessorIdStrategy.Auto"/>). Safe to call while other threads write: they may use either
+    /// strategy for a moment, which affects only contention, never results.
+    /// </summary>
+    /// <param name="strategy">The strategy to use.</param>
+    /// <param name="reason">Why the strategy was refused, or null.</param>
+    /// <returns>Whether the strategy is now active.</returns>
+    public static bool TrySetStrategy(ProcessorIdStrategy strategy, out string? reason)
+    {
+        if (!Enum.IsDefined(strategy))
+        {
+            throw new ArgumentOutOfRangeException(nameof(strategy), strategy, "Unknown processor id strategy.");
+        }
+
+        ProcessorIdSelection selection = s_ladder.Select(strategy, forcedBy: "the API");
+        Volatile.Write(ref s_selection, selection);
+        Volatile.Write(ref s_active, (int)selection.Strategy);
+        if (strategy == ProcessorIdStrategy.Auto || selection.Strategy == strategy)
+        {
+            reason = null;
+            return true;
+        }
+
+        reason = selection.Reason;
+        return false;
+    }
+
+    /// <summary>Whether <paramref name="strategy"/> passed detection and validation on this machine.</summary>
+    /// <param name="strategy">The strategy.</param>
+    /// <param name="detail">What detection found.</param>
+    public static bool IsAvailable(ProcessorIdStrategy strategy, out string detail) => s_ladder.IsAvailable(strategy, out detail);
+
+    /// <summary>Reads the raw id through <paramref name="strategy"/> regardless of the active one (tests, benchmarks).</summary>
+    internal static int ReadWith(ProcessorIdStrategy strategy) => s_ladder.Read(strategy);
+
+    internal static int ComputeSlotCount(int processorCount) =>
+        (int)Math.Min(BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, processorCount)), CpuSlotMap.DenseIdLimit);
+
+    private static ProcessorIdStrategy Initialize()
+    {
+        ProcessorIdStrategy requested = ProcessorIdStrategy.Auto;
+        string? env = Environment.GetEnvironmentVariable(EnvironmentVariable);
+        string? envProblem = null;
+        if (!string.IsNullOrWhiteSpace(env) && !Enum.TryParse(env.Trim(), ignoreCase: true, out requested))
+        {
+            envProblem = $"{EnvironmentVariable}='{env}' is not a strategy name ({string.Join(", ", Enum.GetNames<ProcessorIdStrategy>())}); chose automatically";
+            requested = ProcessorIdStrategy.Auto;
+        }
+
+        ProcessorIdSelection selection = s_ladder.Select(requested, forcedBy: EnvironmentVariable);
+        if (envProblem is not null)
+        {
+            selection = selection with { Reason = envProblem + "; " + selection.Reason };
+        }
+
+        s_selection = selection;
+        return selection.Strategy;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)] // first call on a thread, or a thread without a registered rseq area
+    private static int ReadRseqSlow(int active)
+    {
+        int* area = t_rseq;
+        if (area == null)
+        {
+            area = s_ladder.RseqAreaOfCurrentThread();
+            t_rseq = area;
+        }
+
+        int id = area == null ? -1 : Volatile.Read(ref area[active == (int)ProcessorIdStrategy.RseqMmCid ? RseqMmCidIndex : RseqCpuIdIndex]);
+        return id >= 0 ? id : Thread.GetCurrentProcessorId() & int.MaxValue;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int ReadOther(int active)
+    {
+        switch (active)
+        {
+            case (int)ProcessorIdStrategy.Rdpid:
+                return (int)(((delegate* unmanaged[SuppressGCTransition]<uint>)s_ladder.RdpidStub)() & TscAuxCpuMask);
+            case (int)ProcessorIdStrategy.Rdtscp:
+                return (int)(((delegate* unmanaged[SuppressGCTransition]<uint>)s_ladder.RdtscpStub)() & TscAuxCpuMask);
+            case (int)ProcessorIdStrategy.SchedGetCpu:
+                int cpu = Libc.SchedGetCpu();
+                return cpu >= 0 ? cpu : Thread.GetCurrentProcessorId() & int.MaxValue;
+            case (int)ProcessorIdStrategy.CurrentProcessorId:
+                return Thread.GetCurrentProcessorId() & int.MaxValue;
+            default:
+                return Environment.CurrentManagedThreadId;
+        }
+    }
+}

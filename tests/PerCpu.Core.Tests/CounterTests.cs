@@ -1,0 +1,223 @@
+using System.Runtime.CompilerServices;
+using PerCpu.Internal;
+
+namespace PerCpu.Tests;
+
+[Trait(Traits.Category, Traits.Core)]
+public sealed class CounterTests
+{
+    // Many more threads than cores: the id is stale after migrations, CPUs are shared, and the reader runs throughout.
+    private const int Threads = 16;
+    private const int AddsPerThread = 1_000_000;
+
+    [Fact]
+    public void Counter_ManyThreadsWithConcurrentReader_ReadsMonotonicBoundedAndFinalExact() =>
+        AssertCounterExact(new PerCpuCounter());
+
+    [Fact]
+    public void UpDownCounter_MixedSigns_FinalExactAndReadsBounded()
+    {
+        var counter = new PerCpuUpDownCounter();
+        using var start = new Barrier(Threads + 1);
+        var writers = new Thread[Threads];
+        long expected = 0;
+        for (int t = 0; t < Threads; t++)
+        {
+            int id = t;
+            expected += Contribution(id);
+            writers[t] = new Thread(() =>
+            {
+                start.SignalAndWait();
+                for (int i = 0; i < AddsPerThread / 4; i++)
+                {
+                    // Per thread: +3, -1, +id, -id ... nets 2 per iteration; threads interleave signs.
+                    counter.Add(3);
+                    counter.Decrement();
+                    counter.Add(id);
+                    counter.Add(-id);
+                }
+            });
+            writers[t].Start();
+        }
+
+        start.SignalAndWait();
+        long min = long.MaxValue, max = long.MinValue;
+        while (writers.Any(w => w.IsAlive))
+        {
+            long v = counter.Sum();
+            min = Math.Min(min, v);
+            max = Math.Max(max, v);
+        }
+
+        foreach (Thread w in writers)
+        {
+            w.Join();
+        }
+
+        Assert.Equal(expected, counter.Sum());
+        // In-flight bound: every thread can have at most one pending write whose sign the reader sees out of order.
+        long slack = Threads * (3L + Threads);
+        Assert.InRange(min, -slack, expected + slack);
+        Assert.InRange(max, -slack, expected + slack);
+
+        static long Contribution(int id) => 2L * (AddsPerThread / 4);
+    }
+
+    [Fact]
+    public void Counter_CollectWhileWriting_DeltasPlusRemainderEqualTotal()
+    {
+        var counter = new PerCpuCounter();
+        using var start = new Barrier(Threads + 1);
+        var writers = Enumerable.Range(0, Threads).Select(_ => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (int i = 0; i < AddsPerThread / 2; i++)
+            {
+                counter.Add(2);
+            }
+        })).ToArray();
+        foreach (Thread w in writers)
+        {
+            w.Start();
+        }
+
+        start.SignalAndWait();
+        long collected = 0;
+        int collects = 0;
+        while (writers.Any(w => w.IsAlive))
+        {
+            long delta = counter.Collect();
+            Assert.True(delta >= 0, "a delta of a monotonic counter is never negative");
+            collected += delta;
+            collects++;
+        }
+
+        foreach (Thread w in writers)
+        {
+            w.Join();
+        }
+
+        long remainder = counter.Collect();
+        Assert.Equal((long)Threads * AddsPerThread, collected + remainder);
+        Assert.Equal(0, counter.Collect());
+        Assert.True(collects > 1);
+    }
+
+    [Fact]
+    public void Counter_NegativeAdd_Throws()
+    {
+        var counter = new PerCpuCounter();
+        ArgumentOutOfRangeException ex = Assert.Throws<ArgumentOutOfRangeException>(() => counter.Add(-1));
+        Assert.Equal("value", ex.ParamName);
+        counter.Add(0);
+        Assert.Equal(0, counter.Sum());
+    }
+
+    [Fact]
+    public void Counter_SingleThread_AllocatesNothingPerAdd()
+    {
+        var counter = new PerCpuCounter();
+        counter.Increment(); // allocates this CPU's cell
+        for (int warm = 0; warm < 3; warm++)
+        {
+            Loop(counter, 10_000);
+        }
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Loop(counter, 100_000);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        // A new cell (144 B) can appear if this thread migrates to a CPU it has not written from yet.
+        Assert.True(allocated <= 144 * ProcessorId.SlotCount, $"{allocated} bytes allocated for 100k adds");
+        Assert.Equal(1 + (3 * 10_000) + 100_000, counter.Sum());
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        static void Loop(PerCpuCounter c, int n)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                c.Add(1);
+            }
+        }
+    }
+
+    [Fact]
+    public void Counter_ShardsAreLazy()
+    {
+        var counter = new PerCpuCounter();
+        Assert.Equal(0, counter.ShardCount);
+        counter.Increment();
+        Assert.InRange(counter.ShardCount, 1, ProcessorId.SlotCount);
+    }
+
+    [Fact]
+    public void PaddedCell_ValueIsHalfALineFromEitherEnd()
+    {
+        var cell = new PaddedInt64();
+
+        long fromHead = Unsafe.ByteOffset(ref cell.Head, ref cell.Value);
+        long toTail = Unsafe.ByteOffset(ref cell.Value, ref cell.Tail);
+
+        // Object header + method table (16 B) + 56 B before; 64 B after: any two cells' values are >= 144 B apart.
+        Assert.Equal((CacheLine.Size / 2) - sizeof(long), fromHead);
+        Assert.Equal(CacheLine.Size / 2, toTail);
+        Assert.True(16 + fromHead + sizeof(long) + toTail + sizeof(long) > CacheLine.Size);
+    }
+
+    internal static void AssertCounterExact(PerCpuCounter counter)
+    {
+        using var start = new Barrier(Threads + 1);
+        var writers = Enumerable.Range(0, Threads).Select(_ => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (int i = 0; i < AddsPerThread; i++)
+            {
+                counter.Increment();
+            }
+        })).ToArray();
+        foreach (Thread w in writers)
+        {
+            w.Start();
+        }
+
+        start.SignalAndWait();
+        long previous = 0;
+        int reads = 0;
+        while (writers.Any(w => w.IsAlive))
+        {
+            long v = counter.Sum();
+            Assert.True(v >= previous, $"read {v} after {previous}: reads must never decrease");
+            Assert.True(v <= (long)Threads * AddsPerThread);
+            previous = v;
+            reads++;
+        }
+
+        foreach (Thread w in writers)
+        {
+            w.Join();
+        }
+
+        Assert.Equal((long)Threads * AddsPerThread, counter.Sum());
+        Assert.True(reads > 0);
+    }
+}
+
+[Collection(GlobalStrategyCollection.Name)]
+public sealed class CounterPerStrategyTests
+{
+    [Theory]
+    [MemberData(nameof(ProcessorIdTests.AllStrategies), MemberType = typeof(ProcessorIdTests))]
+    public void Counter_UnderEachStrategy_Exact(ProcessorIdStrategy strategy)
+    {
+        ProcessorIdTests.SkipUnlessAvailable(strategy);
+        try
+        {
+            Assert.True(ProcessorId.TrySetStrategy(strategy, out string? reason), reason);
+            CounterTests.AssertCounterExact(new PerCpuCounter());
+        }
+        finally
+        {
+            ProcessorId.TrySetStrategy(ProcessorIdStrategy.Auto, out _);
+        }
+    }
+}

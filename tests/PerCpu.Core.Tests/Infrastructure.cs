@@ -1,0 +1,68 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace PerCpu.Tests;
+
+/// <summary>Tests that change process-wide state (the active CPU-id strategy) run alone.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class GlobalStrategyCollection
+{
+    public const string Name = "Global processor-id strategy";
+}
+
+/// <summary>The trait that marks the suite's core checks, run again in child processes with other settings.</summary>
+public static class Traits
+{
+    public const string Category = "Category";
+    public const string Core = "Core";
+}
+
+/// <summary>Runs this very test assembly again in a child process with extra environment variables.</summary>
+public static class ChildRun
+{
+    public sealed record Result(int ExitCode, string Output, int Total, int Failed);
+
+    public static Result Run(IReadOnlyDictionary<string, string> environment, params string[] filterArgs)
+    {
+        string assembly = typeof(ChildRun).Assembly.Location;
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add("exec");
+        psi.ArgumentList.Add(assembly);
+        foreach (string a in filterArgs)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        psi.ArgumentList.Add("-parallel");
+        psi.ArgumentList.Add("none");
+        foreach ((string key, string value) in environment)
+        {
+            psi.Environment[key] = value;
+        }
+
+        using Process p = Process.Start(psi)!;
+        var output = new StringBuilder();
+        p.OutputDataReceived += (_, e) => { lock (output) { output.AppendLine(e.Data); } };
+        p.ErrorDataReceived += (_, e) => { lock (output) { output.AppendLine(e.Data); } };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(4)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException("child test run did not finish in 4 minutes:\n" + output);
+        }
+
+        p.WaitForExit();
+        string text;
+        lock (output)
+        {
+            text = output.ToString();
+        }
+
+        // xunit v3 summary: "Total: 12, Errors: 0, Failed: 0, Skipped: 0, ..."
+        System.Text.RegularExpressions.Match m = System.Text.RegularExpressions.Regex.Match(text, @"Total: (\d+), Errors: (\d+), Failed: (\d+)");
+        int total = m.Success ? int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : -1;
+        int failed = m.Success ? int.Parse(m.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture) + int.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture) : -1;
+        return new Result(p.ExitCode, text, total, failed);
+    }
+}

@@ -66,6 +66,17 @@ internal sealed unsafe class ProcessorIdLadder
         return c.Available;
     }
 
+    /// <summary>
+    /// Offset from the thread pointer of the field an rseq strategy reads (struct rseq, include/uapi/linux/rseq.h:
+    /// u32 cpu_id_start; u32 cpu_id; u64 rseq_cs; u32 flags; u32 node_id; u32 mm_cid), or 0 for other strategies.
+    /// </summary>
+    public nint RseqFieldOffset(ProcessorIdStrategy strategy) => strategy switch
+    {
+        ProcessorIdStrategy.RseqCpuId when _rseqOffset != 0 => _rseqOffset + (1 * sizeof(int)),
+        ProcessorIdStrategy.RseqMmCid when _rseqOffset != 0 => _rseqOffset + (6 * sizeof(int)),
+        _ => 0,
+    };
+
     /// <summary>The address of the current thread's rseq area, or null if this thread has none.</summary>
     public int* RseqAreaOfCurrentThread()
     {

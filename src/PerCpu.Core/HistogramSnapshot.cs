@@ -1,0 +1,252 @@
+using System.Collections.ObjectModel;
+using PerCpu.Internal;
+
+namespace PerCpu;
+
+/// <summary>
+/// An immutable, merged view of a <see cref="PerCpuHistogram"/>: counts, sum, extremes, exponential buckets, cumulative
+/// counts at the explicit boundaries, and quantile estimates. Snapshots with the same range and boundaries merge, across
+/// histograms and processes; differing scales are reconciled by downscaling the finer one (exact: bucket <c>i</c> at
+/// scale <c>s</c> lies inside bucket <c>i &gt;&gt; d</c> at scale <c>s − d</c>).
+/// </summary>
+public sealed class HistogramSnapshot
+{
+    private readonly long[] _exponential;
+    private readonly long[] _cumulative;
+
+    private HistogramSnapshot(int scale, int minExponent, int maxExponent, double[] boundaries, long[] exponential, long[] cumulative, long zero, long underflow, long overflow, long invalid, double sum, double min, double max, bool isDelta)
+    {
+        Scale = scale;
+        MinExponent = minExponent;
+        MaxExponent = maxExponent;
+        Boundaries = boundaries;
+        ExplicitBoundaries = Array.AsReadOnly(boundaries);
+        _exponential = exponential;
+        _cumulative = cumulative;
+        ExponentialCounts = Array.AsReadOnly(exponential);
+        CumulativeCounts = Array.AsReadOnly(cumulative);
+        ZeroCount = zero;
+        Underflow = underflow;
+        Overflow = overflow;
+        Invalid = invalid;
+        Sum = sum;
+        IsDelta = isDelta;
+        long count = zero + underflow + overflow;
+        foreach (long c in exponential)
+        {
+            count += c;
+        }
+
+        Count = count;
+        Min = count == 0 ? double.NaN : min;
+        Max = count == 0 ? double.NaN : max;
+    }
+
+    /// <summary>Buckets per power of two: 2^Scale.</summary>
+    public int Scale { get; }
+
+    /// <summary>Lower edge of the exponential range, 2^MinExponent.</summary>
+    public int MinExponent { get; }
+
+    /// <summary>Upper edge of the exponential range, 2^MaxExponent.</summary>
+    public int MaxExponent { get; }
+
+    /// <summary>Whether this holds the records since the previous collect rather than since creation.</summary>
+    public bool IsDelta { get; }
+
+    /// <summary>Valid values recorded: the sum of every bucket (zero, underflow, exponential, overflow), so it always agrees with them.</summary>
+    public long Count { get; }
+
+    /// <summary>Sum of the valid values.</summary>
+    public double Sum { get; }
+
+    /// <summary>Smallest valid value, or NaN when <see cref="Count"/> is 0.</summary>
+    public double Min { get; }
+
+    /// <summary>Largest valid value, or NaN when <see cref="Count"/> is 0.</summary>
+    public double Max { get; }
+
+    /// <summary>NaN, infinite and negative values, counted and otherwise ignored.</summary>
+    public long Invalid { get; }
+
+    /// <summary>Values equal to zero.</summary>
+    public long ZeroCount { get; }
+
+    /// <summary>Positive values at or below 2^MinExponent.</summary>
+    public long Underflow { get; }
+
+    /// <summary>Values above 2^MaxExponent.</summary>
+    public long Overflow { get; }
+
+    /// <summary>The OpenTelemetry index of <see cref="ExponentialCounts"/>[0]: <c>MinExponent × 2^Scale</c>.</summary>
+    public int Offset => MinExponent << Scale;
+
+    /// <summary>Dense counts of the in-range exponential buckets, starting at index <see cref="Offset"/>.</summary>
+    public ReadOnlyCollection<long> ExponentialCounts { get; }
+
+    /// <summary>The explicit (classic) boundaries.</summary>
+    public ReadOnlyCollection<double> ExplicitBoundaries { get; }
+
+    /// <summary>For each explicit boundary, the exact number of valid values at or below it (Prometheus <c>le</c>). The
+    /// <c>+Inf</c> bucket is <see cref="Count"/>.</summary>
+    public ReadOnlyCollection<long> CumulativeCounts { get; }
+
+    internal double[] Boundaries { get; }
+
+    /// <summary>
+    /// Estimates the <paramref name="q"/>-quantile: the value of rank <c>max(1, ceil(q × Count))</c> in sorted order.
+    /// </summary>
+    /// <remarks>
+    /// q = 0 returns <see cref="Min"/> and q = 1 returns <see cref="Max"/>, exactly. Otherwise, when the ranked value lies
+    /// in an in-range exponential bucket <c>(lo, hi]</c>, the estimate is <c>2·lo·hi / (lo + hi)</c> clamped to
+    /// [<see cref="Min"/>, <see cref="Max"/>], whose relative error is at most <c>(base − 1) / (base + 1)</c>
+    /// (<see cref="HistogramLayout.RelativeError"/>: 4.33% at scale 3). A rank in the zero bucket returns 0; a rank in the
+    /// underflow or overflow bucket returns that bucket's edge clamped to [Min, Max], with no error bound.
+    /// </remarks>
+    /// <param name="q">The quantile, 0 to 1.</param>
+    /// <returns>The estimate, or NaN when <see cref="Count"/> is 0.</returns>
+    public double GetQuantile(double q)
+    {
+        if (!(q >= 0 && q <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(q), q, "The quantile must be between 0 and 1.");
+        }
+
+        if (Count == 0)
+        {
+            return double.NaN;
+        }
+
+        if (q == 0)
+        {
+            return Min;
+        }
+
+        if (q == 1)
+        {
+            return Max;
+        }
+
+        long rank = Math.Max(1, (long)Math.Ceiling(q * Count));
+        long seen = ZeroCount;
+        if (rank <= seen)
+        {
+            return 0;
+        }
+
+        seen += Underflow;
+        if (rank <= seen)
+        {
+            return Math.Clamp(Math.ScaleB(1, MinExponent), Min, Max);
+        }
+
+        for (int i = 0; i < _exponential.Length; i++)
+        {
+            seen += _exponential[i];
+            if (rank <= seen)
+            {
+                double lo = Math.Pow(2, Math.ScaleB(Offset + i, -Scale));
+                double hi = Math.Pow(2, Math.ScaleB(Offset + i + 1, -Scale));
+                return Math.Clamp(2 * lo * hi / (lo + hi), Min, Max);
+            }
+        }
+
+        return Max;
+    }
+
+    /// <summary>This snapshot at a lower scale (coarser buckets): exact, since buckets nest.</summary>
+    /// <param name="scale">A scale between 0 and <see cref="Scale"/>.</param>
+    public HistogramSnapshot Downscale(int scale)
+    {
+        if (scale < 0 || scale > Scale)
+        {
+            throw new ArgumentOutOfRangeException(nameof(scale), scale, $"Can only downscale to 0..{Scale}.");
+        }
+
+        int d = Scale - scale;
+        if (d == 0)
+        {
+            return this;
+        }
+
+        long[] coarse = new long[_exponential.Length >> d];
+        for (int i = 0; i < _exponential.Length; i++)
+        {
+            coarse[i >> d] += _exponential[i]; // offset is a multiple of 2^d, so relative indexes nest too
+        }
+
+        return new HistogramSnapshot(scale, MinExponent, MaxExponent, Boundaries, coarse, _cumulative, ZeroCount, Underflow, Overflow, Invalid, Sum, Min, Max, IsDelta);
+    }
+
+    /// <summary>
+    /// Adds two snapshots (of different histograms, or processes): same exponent range and explicit boundaries required;
+    /// the result has the lower of the two scales.
+    /// </summary>
+    /// <param name="other">The other snapshot.</param>
+    public HistogramSnapshot Merge(HistogramSnapshot other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        if (MinExponent != other.MinExponent || MaxExponent != other.MaxExponent || !Boundaries.AsSpan().SequenceEqual(other.Boundaries))
+        {
+            throw new ArgumentException("Snapshots merge only with the same exponent range and explicit boundaries.", nameof(other));
+        }
+
+        int scale = Math.Min(Scale, other.Scale);
+        HistogramSnapshot a = Downscale(scale), b = other.Downscale(scale);
+        long[] exp = (long[])a._exponential.Clone();
+        ShardMath.AddInto(exp, b._exponential);
+        long[] cumulative = (long[])a._cumulative.Clone();
+        ShardMath.AddInto(cumulative, b._cumulative);
+        return new HistogramSnapshot(scale, MinExponent, MaxExponent, Boundaries, exp, cumulative,
+            a.ZeroCount + b.ZeroCount, a.Underflow + b.Underflow, a.Overflow + b.Overflow, a.Invalid + b.Invalid,
+            a.Sum + b.Sum, MinOf(a, b), MaxOf(a, b), IsDelta && other.IsDelta);
+
+        static double MinOf(HistogramSnapshot a, HistogramSnapshot b) => a.Count == 0 ? b.Min : b.Count == 0 ? a.Min : Math.Min(a.Min, b.Min);
+        static double MaxOf(HistogramSnapshot a, HistogramSnapshot b) => a.Count == 0 ? b.Max : b.Count == 0 ? a.Max : Math.Max(a.Max, b.Max);
+    }
+
+    internal static HistogramSnapshot FromCells(HistogramLayout layout, long[] cells, (double Min, double Max) extremes, bool delta)
+    {
+        int buckets = layout.BucketCount;
+        int splits = ShardLayout.Splits(layout);
+        long[] exp = cells.AsSpan(ShardLayout.Buckets, buckets).ToArray();
+        double[] boundaries = layout.Boundaries;
+        for (int b = 0; b < boundaries.Length; b++)
+        {
+            exp[layout.BoundaryBucket[b]] += cells[splits + b]; // a split bucket's parts add up to the bucket
+        }
+
+        long below = cells[ShardLayout.Zero] + cells[ShardLayout.Underflow];
+        long[] cumulative = new long[boundaries.Length];
+        int next = 0; // buckets [0, next) are already in `below`
+        for (int b = 0; b < boundaries.Length; b++)
+        {
+            int rel = layout.BoundaryBucket[b];
+            for (; next < rel; next++)
+            {
+                below += exp[next];
+            }
+
+            if (layout.IsSplit(rel))
+            {
+                // Values in this bucket at or below boundary b: the split parts of every boundary up to b in the bucket.
+                long part = 0;
+                for (int p = 0; p <= b; p++)
+                {
+                    part += layout.BoundaryBucket[p] == rel ? cells[splits + p] : 0;
+                }
+
+                cumulative[b] = below + part;
+            }
+            else
+            {
+                cumulative[b] = below + exp[rel]; // the boundary is this bucket's upper edge
+            }
+        }
+
+        double sum = BitConverter.Int64BitsToDouble(cells[ShardLayout.Sum]) + (cells[ShardLayout.SumTicks] * (1.0 / System.Diagnostics.Stopwatch.Frequency));
+        return new HistogramSnapshot(layout.Scale, layout.MinExponent, layout.MaxExponent, boundaries, exp, cumulative,
+            cells[ShardLayout.Zero], cells[ShardLayout.Underflow], cells[ShardLayout.Overflow], cells[ShardLayout.Invalid],
+            sum, extremes.Min, extremes.Max, delta);
+    }
+}

@@ -1,0 +1,301 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using PerCpu.Internal;
+
+namespace PerCpu;
+
+/// <summary>
+/// A histogram whose <see cref="Record"/> touches only the current CPU's shard: one uncontended interlocked increment of
+/// one bucket, one uncontended compare-and-swap of the shard's sum, and a compare-and-swap of min or max only when the
+/// value is a new extreme for that shard. Reads merge the shards.
+/// </summary>
+/// <remarks>
+/// <para><b>Shards</b>: one padded <c>long[]</c> per CPU slot (see <see cref="HistogramLayout"/> for the cells and the exact
+/// size: 2048 bytes at the defaults), allocated the first time a thread records from that slot. Layout of a shard: 128
+/// bytes of padding, ten scalar cells (sum, tick sum, min, max, delta min, delta max, invalid, zero, underflow, overflow),
+/// the exponential buckets, one split cell per explicit boundary, 112 bytes of padding.</para>
+/// <para><b>Bad input</b> never throws and is never dropped: NaN, infinities and negative values increment
+/// <see cref="HistogramSnapshot.Invalid"/>; zero (and negative zero) has its own bucket; positive values outside the
+/// layout's range go to the underflow and overflow buckets, and still count in <see cref="HistogramSnapshot.Sum"/>,
+/// <see cref="HistogramSnapshot.Min"/> and <see cref="HistogramSnapshot.Max"/>.</para>
+/// <para><b>Snapshots taken while writers run</b> (<see cref="Snapshot"/>): each cell is read once, so every bucket count is
+/// one that existed during the read, and <see cref="HistogramSnapshot.Count"/> is the sum of the buckets read, so count
+/// and buckets always agree. The sum, min and max are read after the buckets and may include records whose bucket
+/// increment the snapshot did not see (a record increments its bucket first). Successive snapshots never see a bucket
+/// count decrease. At quiescence a snapshot is exact: the same counts, sum, min and max as one thread recording the same
+/// values (the sum up to floating-point reassociation when values are not exactly representable partial sums).</para>
+/// <para><b>Deltas</b> (<see cref="CollectDelta"/>): counts and sums are the difference from the previous collect's
+/// cumulative read, so no record is ever lost or counted twice; min and max come from separate per-shard delta cells that
+/// the collect resets with an atomic exchange (the cumulative min and max are never reset), so the delta's min/max cover the records since the previous collect (a record racing the collect may have its min/max
+/// reported in one delta and its bucket in the next).</para>
+/// </remarks>
+public sealed class PerCpuHistogram
+{
+    private readonly HistogramLayout _layout;
+    private readonly HistogramLayout.ScaleTables _tables;
+    private readonly long[]?[] _shards;
+    private readonly int _shardLength;
+    private readonly int _lowIndex;
+    private readonly uint _bucketCount;
+    private readonly ulong[] _splitMap;
+    private readonly Lock _collectLock = new();
+    private long[]? _lastCollected;
+
+    /// <summary>Creates a histogram with <see cref="HistogramLayout.Default"/> or the given layout.</summary>
+    /// <param name="layout">The bucket layout; null for the default.</param>
+    public PerCpuHistogram(HistogramLayout? layout = null)
+    {
+        _layout = layout ?? HistogramLayout.Default;
+        _tables = _layout.Tables;
+        _shards = new long[]?[ProcessorId.SlotCount];
+        _shardLength = ShardLayout.Length(_layout);
+        _lowIndex = _layout.LowIndex;
+        _bucketCount = (uint)_layout.BucketCount;
+        _splitMap = _layout.SplitMap;
+    }
+
+    /// <summary>The bucket layout.</summary>
+    public HistogramLayout Layout => _layout;
+
+    /// <summary>How many CPU slots have a shard.</summary>
+    public int ShardCount => _shards.Count(s => s is not null);
+
+    /// <summary>Records <paramref name="value"/> (seconds for durations; any unit in general). Never throws.</summary>
+    /// <param name="value">The value. NaN, infinities and negative values are counted as invalid.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Record(double value)
+    {
+        long[] shard = CurrentShard();
+        int cell = CellOf(value);
+        Interlocked.Increment(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(shard), cell));
+        if (cell >= ShardLayout.Zero)
+        {
+            AddSumMinMax(shard, value);
+        }
+    }
+
+    /// <summary>
+    /// Records a <see cref="Stopwatch"/> interval in seconds. The sum is kept in integer ticks (one interlocked add, no
+    /// floating-point accumulation), the bucket is that of <c>ticks / Stopwatch.Frequency</c> seconds.
+    /// </summary>
+    /// <param name="ticks">Elapsed <see cref="Stopwatch"/> ticks; a negative interval is counted as invalid.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void RecordTicks(long ticks)
+    {
+        long[] shard = CurrentShard();
+        double seconds = ticks * Ticks.SecondsPerTick;
+        int cell = CellOf(seconds);
+        ref long cells = ref MemoryMarshal.GetArrayDataReference(shard);
+        Interlocked.Increment(ref Unsafe.Add(ref cells, cell));
+        if (cell >= ShardLayout.Zero)
+        {
+            Interlocked.Add(ref Unsafe.Add(ref cells, ShardLayout.SumTicks), ticks);
+            UpdateMinMax(shard, seconds);
+        }
+    }
+
+    /// <summary>Records the time since <paramref name="startTimestamp"/> (a <see cref="Stopwatch.GetTimestamp"/> value).</summary>
+    /// <param name="startTimestamp">The start.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void RecordElapsed(long startTimestamp) => RecordTicks(Stopwatch.GetTimestamp() - startTimestamp);
+
+    /// <summary>Merges the shards into a cumulative snapshot. See the type's remarks for reads during concurrent writes.</summary>
+    public HistogramSnapshot Snapshot() => HistogramSnapshot.FromCells(_layout, ReadCells(vectorized: true), ReadMinMax(reset: false), delta: false);
+
+    /// <summary>The records since the previous call (or since creation), for delta temporality. Loses no concurrent record.</summary>
+    public HistogramSnapshot CollectDelta()
+    {
+        lock (_collectLock)
+        {
+            long[] now = ReadCells(vectorized: true);
+            (double min, double max) = ReadMinMax(reset: true);
+            long[] delta = (long[])now.Clone();
+            if (_lastCollected is not null)
+            {
+                for (int i = 0; i < delta.Length; i++)
+                {
+                    delta[i] -= _lastCollected[i];
+                }
+
+                // Sums are differences of cumulative sums: exact for ticks, floating-point for doubles.
+                delta[ShardLayout.Sum] = BitConverter.DoubleToInt64Bits(BitConverter.Int64BitsToDouble(now[ShardLayout.Sum]) - BitConverter.Int64BitsToDouble(_lastCollected[ShardLayout.Sum]));
+            }
+
+            _lastCollected = now;
+            return HistogramSnapshot.FromCells(_layout, delta, (min, max), delta: true);
+        }
+    }
+
+    /// <summary>The merged cells; the scalar path is the oracle of the vectorized one.</summary>
+    internal long[] ReadCells(bool vectorized)
+    {
+        long[] acc = new long[_shardLength];
+        double sum = 0;
+        foreach (long[]? shard in _shards)
+        {
+            if (shard is null)
+            {
+                continue;
+            }
+
+            // Buckets first, then sums: a record bumps its bucket before its sum.
+            Span<long> counts = acc.AsSpan(ShardLayout.Invalid, _shardLength - ShardLayout.Invalid - ShardLayout.TailPadding);
+            ReadOnlySpan<long> src = shard.AsSpan(ShardLayout.Invalid, counts.Length);
+            if (vectorized)
+            {
+                ShardMath.AddInto(counts, src);
+            }
+            else
+            {
+                ShardMath.AddIntoScalar(counts, src);
+            }
+
+            sum += BitConverter.Int64BitsToDouble(Volatile.Read(ref shard[ShardLayout.Sum]));
+            acc[ShardLayout.SumTicks] += Volatile.Read(ref shard[ShardLayout.SumTicks]);
+        }
+
+        acc[ShardLayout.Sum] = BitConverter.DoubleToInt64Bits(sum);
+        return acc;
+    }
+
+    private (double Min, double Max) ReadMinMax(bool reset)
+    {
+        double min = double.PositiveInfinity, max = double.NegativeInfinity;
+        foreach (long[]? shard in _shards)
+        {
+            if (shard is null)
+            {
+                continue;
+            }
+
+            long minBits = reset ? Interlocked.Exchange(ref shard[ShardLayout.DeltaMin], s_positiveInfinityBits) : Volatile.Read(ref shard[ShardLayout.Min]);
+            long maxBits = reset ? Interlocked.Exchange(ref shard[ShardLayout.DeltaMax], s_negativeInfinityBits) : Volatile.Read(ref shard[ShardLayout.Max]);
+            min = Math.Min(min, BitConverter.Int64BitsToDouble(minBits));
+            max = Math.Max(max, BitConverter.Int64BitsToDouble(maxBits));
+        }
+
+        return (min, max);
+    }
+
+    private static readonly long s_positiveInfinityBits = BitConverter.DoubleToInt64Bits(double.PositiveInfinity);
+    private static readonly long s_negativeInfinityBits = BitConverter.DoubleToInt64Bits(double.NegativeInfinity);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private long[] CurrentShard()
+    {
+        int slot = ProcessorId.GetCurrentSlot();
+        Debug.Assert((uint)slot < (uint)_shards.Length, "slots are below SlotCount");
+        return Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_shards), slot) ?? CreateShard(slot);
+    }
+
+    /// <summary>The cell a value is counted in.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int CellOf(double value)
+    {
+        ulong bits = (ulong)BitConverter.DoubleToInt64Bits(value);
+        if (bits - 1 >= 0x7FEF_FFFF_FFFF_FFFF)
+        {
+            // Not a positive finite number: +0 (bits 0 wraps around), or negative, -0, NaN, +-infinity.
+            return (bits << 1) == 0 ? ShardLayout.Zero : ShardLayout.Invalid;
+        }
+
+        uint rel = (uint)(_tables.Index(bits) - _lowIndex);
+        if (rel >= _bucketCount)
+        {
+            return (int)rel < 0 ? ShardLayout.Underflow : ShardLayout.Overflow;
+        }
+
+        if ((Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_splitMap), (nint)(rel >> 6)) & (1UL << (int)rel)) != 0)
+        {
+            return SplitCell((int)rel, value);
+        }
+
+        return ShardLayout.Buckets + (int)rel;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)] // only the few buckets that hold an explicit boundary
+    private int SplitCell(int rel, double value)
+    {
+        double[] boundaries = _layout.Boundaries;
+        int[] buckets = _layout.BoundaryBucket;
+        int splits = ShardLayout.Splits(_layout);
+        for (int b = 0; b < boundaries.Length; b++)
+        {
+            if (buckets[b] == rel && value <= boundaries[b])
+            {
+                return splits + b;
+            }
+        }
+
+        return ShardLayout.Buckets + rel;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddSumMinMax(long[] shard, double value)
+    {
+        ref long sum = ref shard[ShardLayout.Sum];
+        long seen = Volatile.Read(ref sum);
+        while (true)
+        {
+            long next = BitConverter.DoubleToInt64Bits(BitConverter.Int64BitsToDouble(seen) + value);
+            long found = Interlocked.CompareExchange(ref sum, next, seen);
+            if (found == seen)
+            {
+                break;
+            }
+
+            seen = found; // another thread on this CPU slot got in between: rare
+        }
+
+        UpdateMinMax(shard, value);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void UpdateMinMax(long[] shard, double value)
+    {
+        // The delta cells are reset by collects, so they are always at least as tight as the cumulative ones: one
+        // compare each on the common path.
+        if (value < BitConverter.Int64BitsToDouble(Volatile.Read(ref shard[ShardLayout.DeltaMin])))
+        {
+            UpdateExtreme(ref shard[ShardLayout.DeltaMin], value, lower: true);
+            UpdateExtreme(ref shard[ShardLayout.Min], value, lower: true);
+        }
+
+        if (value > BitConverter.Int64BitsToDouble(Volatile.Read(ref shard[ShardLayout.DeltaMax])))
+        {
+            UpdateExtreme(ref shard[ShardLayout.DeltaMax], value, lower: false);
+            UpdateExtreme(ref shard[ShardLayout.Max], value, lower: false);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)] // a new extreme for this shard: rare after warm-up
+    private static void UpdateExtreme(ref long cell, double value, bool lower)
+    {
+        long seen = Volatile.Read(ref cell);
+        while (lower ? value < BitConverter.Int64BitsToDouble(seen) : value > BitConverter.Int64BitsToDouble(seen))
+        {
+            long found = Interlocked.CompareExchange(ref cell, BitConverter.DoubleToInt64Bits(value), seen);
+            if (found == seen)
+            {
+                return;
+            }
+
+            seen = found;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)] // once per CPU slot per histogram
+    private long[] CreateShard(int slot)
+    {
+        long[] fresh = new long[_shardLength];
+        fresh[ShardLayout.Min] = fresh[ShardLayout.DeltaMin] = s_positiveInfinityBits;
+        fresh[ShardLayout.Max] = fresh[ShardLayout.DeltaMax] = s_negativeInfinityBits;
+        return Interlocked.CompareExchange(ref _shards[slot], fresh, null) ?? fresh;
+    }
+
+    private static class Ticks
+    {
+        public static readonly double SecondsPerTick = 1.0 / Stopwatch.Frequency;
+    }
+}

@@ -1,0 +1,333 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+
+namespace PerCpu.Tests;
+
+[Trait(Traits.Category, Traits.Core)]
+public sealed class HistogramTests
+{
+    private const int Threads = 16;
+    private const int RecordsPerThread = 200_000;
+
+    [Fact]
+    public void Record_BadInput_CountedNeverThrownNeverLost()
+    {
+        var h = new PerCpuHistogram();
+
+        h.Record(double.NaN);
+        h.Record(double.PositiveInfinity);
+        h.Record(double.NegativeInfinity);
+        h.Record(-1);
+        h.Record(-double.Epsilon);
+        h.Record(0);
+        h.Record(-0.0);
+        h.Record(double.Epsilon);
+        h.Record(1e300);
+        h.Record(0.02);
+        h.RecordTicks(-5);
+
+        HistogramSnapshot s = h.Snapshot();
+        Assert.Equal(6, s.Invalid);
+        Assert.Equal(2, s.ZeroCount);
+        Assert.Equal(1, s.Underflow);
+        Assert.Equal(1, s.Overflow);
+        Assert.Equal(5, s.Count);
+        Assert.Equal(1e300 + 0.02 + double.Epsilon, s.Sum);
+        Assert.Equal(-0.0, s.Min);
+        Assert.Equal(1e300, s.Max);
+        Assert.Equal(1, s.ExponentialCounts.Sum());
+    }
+
+    [Fact]
+    public void ExplicitBoundaries_ValuesAtAndAroundEachBoundary_LandExactly()
+    {
+        var h = new PerCpuHistogram();
+        var values = new List<double>();
+        foreach (double b in HistogramLayout.AspNetCoreRequestDurationBoundaries)
+        {
+            values.AddRange([b, Math.BitDecrement(b), Math.BitIncrement(b), b * 0.97, b * 1.03]);
+        }
+
+        var rng = new Random(1);
+        values.AddRange(Enumerable.Range(0, 10_000).Select(_ => Math.Exp(rng.NextDouble() * 10) * 1e-4));
+        foreach (double v in values)
+        {
+            h.Record(v);
+        }
+
+        HistogramSnapshot s = h.Snapshot();
+        for (int i = 0; i < s.ExplicitBoundaries.Count; i++)
+        {
+            double b = s.ExplicitBoundaries[i];
+            Assert.Equal(values.Count(v => v <= b), s.CumulativeCounts[i]);
+        }
+
+        Assert.Equal(values.Count, s.Count);
+    }
+
+    [Fact]
+    public void ExplicitBoundaries_SeveralInOneBucketAndPowersOfTwo_Exact()
+    {
+        // 1.01 and 1.02 share a scale-3 bucket; 0.5 and 2 are bucket edges (no split).
+        var layout = new HistogramLayout(3, -10, 10, [0.5, 1.01, 1.02, 2]);
+        var h = new PerCpuHistogram(layout);
+        double[] values = [0.5, Math.BitIncrement(0.5), 1.0, 1.005, 1.01, Math.BitIncrement(1.01), 1.015, 1.02, 1.03, 2, Math.BitIncrement(2.0), 3];
+        foreach (double v in values)
+        {
+            h.Record(v);
+        }
+
+        HistogramSnapshot s = h.Snapshot();
+        long[] expected = layout.ExplicitBoundaries.Select(b => (long)values.Count(v => v <= b)).ToArray();
+        Assert.Equal(expected, s.CumulativeCounts);
+        Assert.Equal(values.Length, s.ExponentialCounts.Sum());
+    }
+
+    public static TheoryData<string> Distributions => new() { "uniform", "lognormal", "bimodal", "constant", "pareto" };
+
+    [Theory]
+    [MemberData(nameof(Distributions))]
+    public void GetQuantile_AgainstSortedData_WithinStatedRelativeError(string distribution)
+    {
+        var layout = new HistogramLayout(3, -30, 30);
+        var h = new PerCpuHistogram(layout);
+        var rng = new Random(distribution.Length);
+        double[] data = Enumerable.Range(0, 100_000).Select(_ => Sample(distribution, rng)).ToArray();
+        foreach (double v in data)
+        {
+            h.Record(v);
+        }
+
+        Array.Sort(data);
+        HistogramSnapshot s = h.Snapshot();
+        foreach (double q in new[] { 0, 0.5, 0.9, 0.99, 0.999, 1 })
+        {
+            double exact = data[Math.Max(0, (int)Math.Ceiling(q * data.Length) - 1)];
+            double estimate = s.GetQuantile(q);
+            double error = Math.Abs(estimate - exact) / exact;
+            Assert.True(error <= layout.RelativeError * (1 + 1e-9), $"{distribution} q={q}: exact {exact}, estimate {estimate}, error {error:P3} > {layout.RelativeError:P3}");
+        }
+
+        Assert.Equal(data[0], s.GetQuantile(0));
+        Assert.Equal(data[^1], s.GetQuantile(1));
+    }
+
+    private static double Sample(string distribution, Random rng) => distribution switch
+    {
+        "uniform" => 0.001 + (rng.NextDouble() * 0.999),
+        "lognormal" => 0.002 * Math.Exp(1.5 * Gaussian(rng)),
+        "bimodal" => rng.NextDouble() < 0.8 ? 0.001 * (1 + (0.1 * Gaussian(rng) * 0.1)) : 0.2 * (1 + (0.05 * Gaussian(rng))),
+        "constant" => 0.0421,
+        _ => 0.001 / Math.Pow(1 - rng.NextDouble(), 1 / 1.2), // Pareto, alpha 1.2
+    };
+
+    private static double Gaussian(Random rng) => Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
+
+    [Fact]
+    public void GetQuantile_EmptyAndBadArgument()
+    {
+        HistogramSnapshot s = new PerCpuHistogram().Snapshot();
+        Assert.True(double.IsNaN(s.GetQuantile(0.5)));
+        Assert.True(double.IsNaN(s.Min));
+        Assert.Throws<ArgumentOutOfRangeException>(() => s.GetQuantile(1.5));
+        Assert.Throws<ArgumentOutOfRangeException>(() => s.GetQuantile(double.NaN));
+    }
+
+    /// <summary>Dyadic values (k / 2^20, in (0, 1]): every partial sum is exact, so sums must match bit for bit.</summary>
+    private static double Value(int thread, int i) => ((((thread * 7919L) + (i * 104_729L)) % 1_048_576) + 1) / 1_048_576.0;
+
+    [Fact]
+    public void Record_ManyThreadsWithConcurrentSnapshots_QuiescentSnapshotEqualsSingleThreadedReference()
+    {
+        var h = new PerCpuHistogram();
+        using var start = new Barrier(Threads + 1);
+        Thread[] writers = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (int i = 0; i < RecordsPerThread; i++)
+            {
+                h.Record(Value(t, i));
+            }
+        })).ToArray();
+        foreach (Thread w in writers)
+        {
+            w.Start();
+        }
+
+        start.SignalAndWait();
+        long[] previous = new long[HistogramLayout.Default.ExponentialBucketCount];
+        int snapshots = 0;
+        while (writers.Any(w => w.IsAlive))
+        {
+            HistogramSnapshot s = h.Snapshot();
+            Assert.Equal(s.ZeroCount + s.Underflow + s.Overflow + s.ExponentialCounts.Sum(), s.Count);
+            for (int i = 0; i < previous.Length; i++)
+            {
+                Assert.True(s.ExponentialCounts[i] >= previous[i], "bucket counts never decrease between snapshots");
+                previous[i] = s.ExponentialCounts[i];
+            }
+
+            snapshots++;
+        }
+
+        foreach (Thread w in writers)
+        {
+            w.Join();
+        }
+
+        var reference = new PerCpuHistogram();
+        for (int t = 0; t < Threads; t++)
+        {
+            for (int i = 0; i < RecordsPerThread; i++)
+            {
+                reference.Record(Value(t, i));
+            }
+        }
+
+        AssertSame(reference.Snapshot(), h.Snapshot());
+        Assert.True(snapshots > 0);
+    }
+
+    [Fact]
+    public void CollectDelta_ConcurrentWithWriters_DeltasAddUpToTheTotal()
+    {
+        var h = new PerCpuHistogram();
+        using var start = new Barrier(Threads + 1);
+        Thread[] writers = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (int i = 0; i < RecordsPerThread; i++)
+            {
+                h.Record(Value(t, i));
+            }
+        })).ToArray();
+        foreach (Thread w in writers)
+        {
+            w.Start();
+        }
+
+        start.SignalAndWait();
+        HistogramSnapshot? merged = null;
+        double deltaMin = double.PositiveInfinity, deltaMax = double.NegativeInfinity;
+        while (writers.Any(w => w.IsAlive))
+        {
+            HistogramSnapshot d = h.CollectDelta();
+            Assert.True(d.IsDelta);
+            merged = merged is null ? d : merged.Merge(d);
+            if (d.Count > 0)
+            {
+                deltaMin = Math.Min(deltaMin, d.Min);
+                deltaMax = Math.Max(deltaMax, d.Max);
+            }
+        }
+
+        foreach (Thread w in writers)
+        {
+            w.Join();
+        }
+
+        HistogramSnapshot last = h.CollectDelta();
+        merged = merged is null ? last : merged.Merge(last);
+        HistogramSnapshot total = h.Snapshot();
+
+        Assert.Equal((long)Threads * RecordsPerThread, merged.Count);
+        Assert.Equal(total.ExponentialCounts, merged.ExponentialCounts);
+        Assert.Equal(total.CumulativeCounts, merged.CumulativeCounts);
+        Assert.Equal(total.Sum, merged.Sum);
+        Assert.Equal(0, total.Invalid);
+        Assert.Equal(total.Min, Math.Min(deltaMin, last.Count > 0 ? last.Min : double.PositiveInfinity));
+        Assert.Equal(total.Max, Math.Max(deltaMax, last.Count > 0 ? last.Max : double.NegativeInfinity));
+        Assert.Equal(0, h.CollectDelta().Count);
+    }
+
+    [Fact]
+    public void RecordTicks_SumKeptInIntegerTicks_Exact()
+    {
+        var h = new PerCpuHistogram();
+        long ticks = 0;
+        Parallel.For(0, 64, new ParallelOptions { MaxDegreeOfParallelism = 32 }, t =>
+        {
+            for (int i = 1; i <= 10_000; i++)
+            {
+                h.RecordTicks(i * 97L);
+            }
+        });
+        for (int i = 1; i <= 10_000; i++)
+        {
+            ticks += 64 * i * 97L;
+        }
+
+        HistogramSnapshot s = h.Snapshot();
+        Assert.Equal(640_000, s.Count);
+        Assert.Equal(ticks / (double)Stopwatch.Frequency, s.Sum, 9);
+        // Documented: a tick count becomes seconds by one multiply with 1 / Frequency (no division on the hot path).
+        Assert.Equal(97 * (1.0 / Stopwatch.Frequency), s.Min);
+        Assert.Equal(970_000 * (1.0 / Stopwatch.Frequency), s.Max);
+    }
+
+    [Fact]
+    public void Merge_DifferentScales_EqualsRecordingAtTheCoarserScale()
+    {
+        var fine = new PerCpuHistogram(new HistogramLayout(4, -17, 8, HistogramLayout.AspNetCoreRequestDurationBoundaries));
+        var coarse = new PerCpuHistogram(new HistogramLayout(2, -17, 8, HistogramLayout.AspNetCoreRequestDurationBoundaries));
+        var all = new PerCpuHistogram(new HistogramLayout(2, -17, 8, HistogramLayout.AspNetCoreRequestDurationBoundaries));
+        for (int i = 0; i < 50_000; i++)
+        {
+            double v = Value(i % 7, i);
+            (i % 2 == 0 ? fine : coarse).Record(v);
+            all.Record(v);
+        }
+
+        HistogramSnapshot merged = fine.Snapshot().Merge(coarse.Snapshot());
+
+        Assert.Equal(2, merged.Scale);
+        AssertSame(all.Snapshot(), merged);
+        Assert.Throws<ArgumentException>(() => fine.Snapshot().Merge(new PerCpuHistogram(new HistogramLayout(3, -10, 8)).Snapshot()));
+    }
+
+    [Fact]
+    public void Record_SteadyState_AllocatesNothing()
+    {
+        var h = new PerCpuHistogram();
+        Loop(h, 10_000);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Loop(h, 200_000);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        // A shard may appear if this thread migrates to a CPU it has not recorded from yet.
+        Assert.True(allocated <= HistogramLayout.Default.BytesPerShard * ProcessorId.SlotCount, $"{allocated} B");
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        static void Loop(PerCpuHistogram h, int n)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                h.Record(0.0001 * ((i % 1000) + 1));
+                h.RecordTicks(i);
+            }
+        }
+    }
+
+    [Fact]
+    public void ReadCells_VectorizedEqualsScalar()
+    {
+        var h = new PerCpuHistogram();
+        Parallel.For(0, 100_000, i => h.Record(Value(i % 5, i)));
+
+        Assert.Equal(h.ReadCells(vectorized: false), h.ReadCells(vectorized: true));
+    }
+
+    private static void AssertSame(HistogramSnapshot expected, HistogramSnapshot actual)
+    {
+        Assert.Equal(expected.Count, actual.Count);
+        Assert.Equal(expected.Sum, actual.Sum);
+        Assert.Equal(expected.Min, actual.Min);
+        Assert.Equal(expected.Max, actual.Max);
+        Assert.Equal(expected.Invalid, actual.Invalid);
+        Assert.Equal(expected.ZeroCount, actual.ZeroCount);
+        Assert.Equal(expected.Underflow, actual.Underflow);
+        Assert.Equal(expected.Overflow, actual.Overflow);
+        Assert.Equal(expected.ExponentialCounts, actual.ExponentialCounts);
+        Assert.Equal(expected.CumulativeCounts, actual.CumulativeCounts);
+    }
+}

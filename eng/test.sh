@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
 # Runs every test of the solution: the one test command of the README, and what .ci/run calls.
-# Installs what the tests need first (nothing beyond the .NET SDK yet), then builds in Release and runs the
-# xunit suites. Exits non-zero on any build error or failed test; the last line is "N passed, N failed, N skipped".
+# Installs what the tests need first (Debian's prometheus package, for promtool), then builds in Release and runs
+# the xunit suites. Exits non-zero on any build error or failed test; the last line is "N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# promtool checks real scrape output in the exposition tests.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "installing Debian's prometheus package (promtool)..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+      || { echo "could not install prometheus (promtool) with apt-get" >&2; exit 1; }
+  else
+    echo "promtool not found and not root: run 'sudo apt-get install prometheus' first" >&2
+    exit 1
+  fi
+fi
+export PERCPU_REQUIRE_PROMTOOL=1
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -191,6 +191,7 @@ internal abstract class Case(string name)
 /// <summary>An operation as a struct, so the JIT specializes and inlines the loop for each case.</summary>
 internal interface IOperation
 {
+    /// <summary>Called on the loop's local copy, so a mutable struct keeps its state (an index into its values).</summary>
     void Invoke();
 }
 

@@ -1,55 +1,35 @@
 using PerCpu;
 
-// A small service counting its requests with PerCpu counters. `dotnet run --project samples/WebApi` serves it on
-// http://127.0.0.1:5080 (appsettings.json). The request-metrics middleware replaces the hand-written one below
-// once PerCpu.AspNetCore ships it.
+// A small service with PerCpu request metrics. `dotnet run --project samples/WebApi` serves it on
+// http://127.0.0.1:5080 (appsettings.json); scrape http://127.0.0.1:5080/metrics.
 var builder = WebApplication.CreateBuilder(args);
-builder.Services.AddSingleton<RequestCounters>();
+builder.Services.AddPerCpuMetrics();
+builder.Services.AddHealthChecks();
 
 var app = builder.Build();
 app.Logger.LogInformation("{Selection}", ProcessorId.Selection);
+int defaultSlowMs = app.Configuration.GetValue("Sample:SlowMilliseconds", 50);
 
-var counters = app.Services.GetRequiredService<RequestCounters>();
-app.Use((context, next) =>
-{
-    counters.Active.Increment();
-    try
-    {
-        return next(context);
-    }
-    finally
-    {
-        counters.Active.Decrement();
-        counters.Requests.Increment();
-    }
-});
+app.UsePerCpuMetrics();
 
-app.MapGet("/", () => "PerCpu sample: try /items/42, /slow, /stats");
+app.MapGet("/", () => "PerCpu sample: /items/42, /slow?ms=100, /missing/7, /error, POST /items, /healthz, /metrics");
 app.MapGet("/items/{id:int}", (int id) => Results.Ok(new Item(id, $"item {id}")));
+app.MapPost("/items", (Item item) => item.Id > 0 ? Results.Created($"/items/{item.Id}", item) : Results.BadRequest("id must be positive"));
+app.MapGet("/missing/{id}", (string id) => Results.NotFound());
 app.MapGet("/slow", async (int? ms, CancellationToken ct) =>
 {
-    await Task.Delay(Math.Clamp(ms ?? 50, 0, 5_000), ct);
+    await Task.Delay(Math.Clamp(ms ?? defaultSlowMs, 0, 10_000), ct);
     return Results.Ok();
 });
-app.MapGet("/stats", (RequestCounters c) => Results.Ok(new
-{
-    requests = c.Requests.Sum(),
-    active = c.Active.Sum(),
-    strategy = ProcessorId.Strategy.ToString(),
-    reason = ProcessorId.Selection.Reason,
-    slots = ProcessorId.SlotCount,
-}));
+app.MapGet("/error", string () => throw new InvalidOperationException("the /error route always fails"));
+app.MapHealthChecks("/healthz").ExcludeFromPerCpuMetrics();
+
+// IMPORTANT: in production, restrict the scrape endpoint, e.g. .RequireHost("*:9464") or .RequireAuthorization("metrics").
+app.MapPerCpuMetrics();
 
 app.Run();
 
 internal sealed record Item(int Id, string Name);
-
-internal sealed class RequestCounters
-{
-    public PerCpuCounter Requests { get; } = new();
-
-    public PerCpuUpDownCounter Active { get; } = new();
-}
 
 /// <summary>Entry point marker for WebApplicationFactory in the integration tests.</summary>
 public partial class Program;

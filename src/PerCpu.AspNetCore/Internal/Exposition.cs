@@ -1,0 +1,160 @@
+using System.Globalization;
+using System.Text;
+
+namespace PerCpu.AspNetCore.Internal;
+
+/// <summary>
+/// Writes the Prometheus text format 0.0.4 or OpenMetrics 1.0.0 from the per-CPU store. Reads never block writers: every
+/// value comes from a lock-free fold of the shards (see <see cref="PerCpuHistogram.Snapshot"/>). Numbers are
+/// culture-invariant; label values are escaped.
+/// </summary>
+internal static class Exposition
+{
+    public const string TextContentType = "text/plain; version=0.0.4; charset=utf-8";
+    public const string OpenMetricsContentType = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    public const string Duration = "http_server_request_duration_seconds";
+    public const string Active = "http_server_active_requests";
+    public const string Rate = "percpu_http_server_request_rate";
+    public const string RouteRate = "percpu_http_server_route_request_rate";
+
+    /// <summary>Whether the Accept header asks for OpenMetrics (as Prometheus does when it prefers it).</summary>
+    public static bool WantsOpenMetrics(string? accept) =>
+        accept is not null && accept.Contains("application/openmetrics-text", StringComparison.OrdinalIgnoreCase);
+
+    public static string Write(HttpMetricsStore store, bool openMetrics)
+    {
+        var w = new StringBuilder(16 * 1024);
+
+        // http.server.request.duration
+        Header(w, Duration, "histogram", "Duration of HTTP server requests.", openMetrics ? "seconds" : null);
+        long invalid = 0;
+        foreach (RequestSeries s in store.Endpoints().Where(e => !e.Excluded).SelectMany(e => e.Series()).Append(store.OverflowSeries))
+        {
+            HistogramSnapshot snap = s.Duration.Snapshot();
+            invalid += snap.Invalid;
+            if (snap.Count == 0 && s.IsOverflow)
+            {
+                continue;
+            }
+
+            string labels = SeriesLabels(s);
+            for (int i = 0; i < snap.ExplicitBoundaries.Count; i++)
+            {
+                Sample(w, Duration + "_bucket", labels, "le", Number(snap.ExplicitBoundaries[i]), snap.CumulativeCounts[i]);
+            }
+
+            Sample(w, Duration + "_bucket", labels, "le", "+Inf", snap.Count);
+            Sample(w, Duration + "_sum", labels, null, null, snap.Sum);
+            Sample(w, Duration + "_count", labels, null, null, snap.Count);
+        }
+
+        // http.server.active_requests: an up-down counter, a gauge in Prometheus.
+        Header(w, Active, "gauge", "Number of active HTTP server requests.", null);
+        for (int m = 0; m < Labels.Methods.Length; m++)
+        {
+            for (int sc = 0; sc < Labels.Schemes.Length; sc++)
+            {
+                long value = store.Active[(m * 2) + sc].Sum();
+                if (value != 0 || (m == 1 && sc == 0))
+                {
+                    Sample(w, Active, $"http_request_method=\"{Labels.Methods[m]}\",url_scheme=\"{Labels.Schemes[sc]}\"", null, null, value);
+                }
+            }
+        }
+
+        // Request rates, computed from the per-second ring.
+        List<(string? Route, string Window, double Rate)> rates = store.Rates.Read();
+        Header(w, Rate, "gauge", "Requests per second over the window (windowed average or EWMA), all routes.", null);
+        foreach ((string? route, string window, double rate) in rates.Where(r => r.Route is null))
+        {
+            Sample(w, Rate, $"window=\"{window}\"", null, null, rate);
+        }
+
+        Header(w, RouteRate, "gauge", "Requests per second over the window (windowed average or EWMA), by route.", null);
+        foreach ((string? route, string window, double rate) in rates.Where(r => r.Route is not null))
+        {
+            Sample(w, RouteRate, $"http_route=\"{Escape(route!)}\",window=\"{window}\"", null, null, rate);
+        }
+
+        // Self-metrics.
+        Header(w, "percpu_processor_id_strategy", "gauge", "The CPU-id strategy in use (value 1) and its measured cost.", null);
+        Sample(w, "percpu_processor_id_strategy", $"strategy=\"{ProcessorId.Strategy}\",slots=\"{ProcessorId.SlotCount.ToString(CultureInfo.InvariantCulture)}\"", null, null, 1);
+        Header(w, "percpu_series", "gauge", "Series of http.server.request.duration, excluding the overflow series.", null);
+        Sample(w, "percpu_series", "", null, null, store.SeriesCount);
+        Counter(w, "percpu_series_overflow_records", "Requests recorded in the overflow series because the series cap was reached.", store.OverflowRecords, openMetrics);
+        Counter(w, "percpu_invalid_values", "Invalid durations (NaN, infinite, negative) counted and left out of the histograms.", invalid, openMetrics);
+        Counter(w, "percpu_recording_failures", "Failures of the middleware's own recording; expected to stay 0.", store.RecordingFailures, openMetrics);
+
+        if (openMetrics)
+        {
+            w.Append("# EOF\n");
+        }
+
+        return w.ToString();
+    }
+
+    private static string SeriesLabels(RequestSeries s)
+    {
+        if (s.IsOverflow)
+        {
+            return "otel_metric_overflow=\"true\"";
+        }
+
+        var b = new StringBuilder(128);
+        b.Append("http_request_method=\"").Append(s.Method)
+         .Append("\",http_route=\"").Append(Escape(s.Route))
+         .Append("\",http_response_status_code=\"").Append(s.Status)
+         .Append("\",network_protocol_version=\"").Append(s.Protocol)
+         .Append("\",url_scheme=\"").Append(s.Scheme).Append('"');
+        if (s.ErrorType is not null)
+        {
+            b.Append(",error_type=\"").Append(Escape(s.ErrorType)).Append('"');
+        }
+
+        return b.ToString();
+    }
+
+    private static void Header(StringBuilder w, string name, string type, string help, string? unit)
+    {
+        w.Append("# HELP ").Append(name).Append(' ').Append(EscapeHelp(help)).Append('\n');
+        w.Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
+        if (unit is not null)
+        {
+            w.Append("# UNIT ").Append(name).Append(' ').Append(unit).Append('\n');
+        }
+    }
+
+    private static void Counter(StringBuilder w, string family, string help, long value, bool openMetrics)
+    {
+        // OpenMetrics names the family without _total and the sample with it; the 0.0.4 text format names both with it.
+        Header(w, openMetrics ? family : family + "_total", "counter", help, null);
+        Sample(w, family + "_total", "", null, null, value);
+    }
+
+    private static void Sample(StringBuilder w, string name, string labels, string? extraName, string? extraValue, double value)
+    {
+        w.Append(name);
+        if (labels.Length > 0 || extraName is not null)
+        {
+            w.Append('{').Append(labels);
+            if (extraName is not null)
+            {
+                w.Append(labels.Length > 0 ? "," : "").Append(extraName).Append("=\"").Append(extraValue).Append('"');
+            }
+
+            w.Append('}');
+        }
+
+        w.Append(' ').Append(Number(value)).Append('\n');
+    }
+
+    public static string Number(double value) =>
+        double.IsPositiveInfinity(value) ? "+Inf" : double.IsNegativeInfinity(value) ? "-Inf" : double.IsNaN(value) ? "NaN" : value.ToString("R", CultureInfo.InvariantCulture);
+
+    public static string Escape(string value) =>
+        value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
+
+    private static string EscapeHelp(string value) =>
+        value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
+}

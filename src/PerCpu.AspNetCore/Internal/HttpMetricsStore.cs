@@ -1,0 +1,152 @@
+using System.Collections.Concurrent;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Metadata;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Options;
+
+namespace PerCpu.AspNetCore.Internal;
+
+/// <summary>
+/// All request metrics of one application: endpoint handles, the series cap and its overflow series, active-request
+/// counters, error types and request rates. A singleton.
+/// </summary>
+internal sealed class HttpMetricsStore
+{
+    /// <summary>Distinct <c>error.type</c> values kept; further exception types are reported as <c>_OTHER</c>.</summary>
+    public const int MaxErrorTypes = 63;
+
+    /// <summary>Distinct endpoint objects cached by reference; beyond this, endpoints are found by route text.</summary>
+    private const int MaxCachedEndpoints = 8192;
+
+    private readonly ConcurrentDictionary<Endpoint, EndpointMetrics> _byEndpoint = new(ReferenceEqualityComparer.Instance);
+    private readonly ConcurrentDictionary<string, EndpointMetrics> _byRoute = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<Type, int> _errorIndexes = new();
+    private readonly string?[] _errorNames = new string?[MaxErrorTypes + 1];
+    private readonly int _maxSeries;
+    private int _series;
+    private int _errorCount;
+    private long _overflowRecords;
+    private long _recordingFailures;
+
+    public HttpMetricsStore(IOptions<PerCpuMetricsOptions> options, TimeProvider time)
+    {
+        PerCpuMetricsOptions o = options.Value;
+        Options = o;
+        Layout = new HistogramLayout(o.HistogramScale, o.HistogramMinExponent, o.HistogramMaxExponent, o.DurationBoundaries);
+        _maxSeries = o.MaxSeriesPerMetric;
+        _errorNames[0] = null;
+        OverflowSeries = new RequestSeries(0, "", 0, Labels.StatusOther, 0, 0, null, isOverflow: true, Layout);
+        Unmatched = new EndpointMetrics(o.UnmatchedRoute, excluded: false, this);
+        _byRoute[o.UnmatchedRoute] = Unmatched;
+        for (int m = 0; m < Labels.Methods.Length; m++)
+        {
+            for (int s = 0; s < Labels.Schemes.Length; s++)
+            {
+                Active[(m * 2) + s] = new PerCpuUpDownCounter();
+            }
+        }
+
+        Rates = new RateTracker(this, time, o.RateWindowsSeconds);
+    }
+
+    public PerCpuMetricsOptions Options { get; }
+
+    public HistogramLayout Layout { get; }
+
+    public RequestSeries OverflowSeries { get; }
+
+    public EndpointMetrics Unmatched { get; }
+
+    public RateTracker Rates { get; }
+
+    /// <summary><c>http.server.active_requests</c> by method index × 2 + scheme index.</summary>
+    public PerCpuUpDownCounter[] Active { get; } = new PerCpuUpDownCounter[Labels.Methods.Length * Labels.Schemes.Length];
+
+    /// <summary>Requests recorded in the overflow series because the cap was reached.</summary>
+    public long OverflowRecords => Volatile.Read(ref _overflowRecords);
+
+    public int SeriesCount => Math.Min(Volatile.Read(ref _series), _maxSeries);
+
+    public bool SeriesCapReached => Volatile.Read(ref _series) >= _maxSeries;
+
+    public bool TryReserveSeries()
+    {
+        if (Interlocked.Increment(ref _series) <= _maxSeries)
+        {
+            return true;
+        }
+
+        Interlocked.Decrement(ref _series);
+        return false;
+    }
+
+    public void CountOverflow() => Interlocked.Increment(ref _overflowRecords);
+
+    /// <summary>Failures of the middleware's own recording (expected: none), with the last one for diagnostics.</summary>
+    public long RecordingFailures => Volatile.Read(ref _recordingFailures);
+
+    public Exception? LastRecordingFailure { get; private set; }
+
+    public void CountRecordingFailure(Exception ex)
+    {
+        LastRecordingFailure = ex;
+        Interlocked.Increment(ref _recordingFailures);
+    }
+
+    /// <summary>The handles of an endpoint (null: the request matched none). One reference-keyed lookup per request.</summary>
+    public EndpointMetrics ForEndpoint(Endpoint? endpoint)
+    {
+        if (endpoint is null)
+        {
+            return Unmatched;
+        }
+
+        return _byEndpoint.TryGetValue(endpoint, out EndpointMetrics? known) ? known : Resolve(endpoint);
+    }
+
+    public IEnumerable<EndpointMetrics> Endpoints() => _byRoute.Values;
+
+    public string? ErrorTypeName(int index) => index == 0 ? null : _errorNames[index] ?? Labels.Other;
+
+    /// <summary>Index of an exception type for <c>error.type</c> (the exception path only, never the common path).</summary>
+    public int ErrorIndex(Exception exception)
+    {
+        Type type = exception.GetType();
+        if (_errorIndexes.TryGetValue(type, out int index))
+        {
+            return index;
+        }
+
+        lock (_errorIndexes)
+        {
+            if (_errorIndexes.TryGetValue(type, out index))
+            {
+                return index;
+            }
+
+            if (_errorCount >= MaxErrorTypes - 1)
+            {
+                return MaxErrorTypes; // _OTHER
+            }
+
+            index = ++_errorCount;
+            _errorNames[index] = type.FullName ?? type.Name;
+            _errorIndexes[type] = index;
+            return index;
+        }
+    }
+
+    private EndpointMetrics Resolve(Endpoint endpoint)
+    {
+        string route = (endpoint as RouteEndpoint)?.RoutePattern.RawText ?? endpoint.DisplayName ?? Options.UnmatchedRoute;
+        bool excluded = endpoint.Metadata.GetMetadata<ExcludeFromPerCpuMetricsAttribute>() is not null
+            || endpoint.Metadata.GetMetadata<IDisableHttpMetricsMetadata>() is not null;
+        EndpointMetrics metrics = _byRoute.GetOrAdd(excluded ? "\0excluded:" + route : route, static (r, state) => new EndpointMetrics(state.Route, state.Excluded, state.Store), (Route: route, Excluded: excluded, Store: this));
+        if (_byEndpoint.Count < MaxCachedEndpoints)
+        {
+            _byEndpoint.TryAdd(endpoint, metrics);
+        }
+
+        return metrics;
+    }
+}

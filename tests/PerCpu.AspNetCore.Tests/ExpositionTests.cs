@@ -1,0 +1,131 @@
+using System.Diagnostics;
+
+namespace PerCpu.AspNetCore.Tests;
+
+public sealed class ExpositionTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task TextFormat_HasHelpTypeAndContentType_AndParses()
+    {
+        await using TestApp app = await TestApp.StartAsync();
+        await Traffic(app);
+
+        using HttpResponseMessage r = await app.Client.GetAsync("/metrics", Ct);
+        string body = await r.Content.ReadAsStringAsync(Ct);
+
+        Assert.Equal("text/plain; version=0.0.4; charset=utf-8", r.Content.Headers.ContentType!.ToString());
+        Scrape scrape = Scrape.Parse(body);
+        Assert.Contains("# TYPE http_server_request_duration_seconds histogram", scrape.Comments);
+        Assert.Contains("# TYPE http_server_active_requests gauge", scrape.Comments);
+        Assert.Contains("# TYPE percpu_series_overflow_records_total counter", scrape.Comments);
+        Assert.DoesNotContain(scrape.Comments, c => c.StartsWith("# UNIT", StringComparison.Ordinal) || c == "# EOF");
+        Assert.Contains(scrape.Named("http_server_request_duration_seconds_bucket"), s => s.Labels["le"] == "0.005");
+        Assert.Single(scrape.Named("percpu_processor_id_strategy"), s => s.Labels["strategy"] == ProcessorId.Strategy.ToString());
+    }
+
+    [Fact]
+    public async Task OpenMetrics_ChosenByAccept_HasUnitTotalAndEof()
+    {
+        await using TestApp app = await TestApp.StartAsync();
+        await Traffic(app);
+
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/metrics");
+        request.Headers.Accept.ParseAdd("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5");
+        using HttpResponseMessage r = await app.Client.SendAsync(request, Ct);
+        string body = await r.Content.ReadAsStringAsync(Ct);
+
+        Assert.StartsWith("application/openmetrics-text", r.Content.Headers.ContentType!.ToString(), StringComparison.Ordinal);
+        Assert.EndsWith("# EOF\n", body, StringComparison.Ordinal);
+        Scrape scrape = Scrape.Parse(body);
+        Assert.Contains("# UNIT http_server_request_duration_seconds seconds", scrape.Comments);
+        Assert.Contains("# TYPE percpu_series_overflow_records counter", scrape.Comments);
+        Assert.Single(scrape.Named("percpu_series_overflow_records_total"));
+        // Every family's samples are contiguous and announced by a TYPE line.
+        var typed = scrape.Comments.Where(c => c.StartsWith("# TYPE ", StringComparison.Ordinal)).Select(c => c.Split(' ')[2]).ToHashSet();
+        Assert.All(scrape.Samples, s => Assert.Contains(typed, t => s.Name == t || s.Name.StartsWith(t + "_", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task LabelValues_AreEscaped()
+    {
+        await using TestApp app = await TestApp.StartAsync(o => o.UnmatchedRoute = "no \"route\" \\ here");
+        using (await app.Client.GetAsync("/not/mapped", Ct))
+        {
+        }
+
+        Scrape scrape = await app.ScrapeAsync();
+        Assert.Contains("http_route=\"no \\\"route\\\" \\\\ here\"", scrape.Text, StringComparison.Ordinal);
+        Assert.Contains(scrape.Named("http_server_request_duration_seconds_count"), s => s.Labels["http_route"] == "no \"route\" \\ here");
+    }
+
+    [Fact]
+    public async Task Promtool_CheckMetrics_PassesOnRealScrape()
+    {
+        string? promtool = FindPromtool();
+        if (promtool is null)
+        {
+            Assert.True(Environment.GetEnvironmentVariable("PERCPU_REQUIRE_PROMTOOL") != "1", "promtool is required here (eng/test.sh installs Debian's prometheus package) but was not found");
+            Assert.Skip("promtool not found; eng/test.sh installs it (Debian package prometheus)");
+        }
+
+        await using TestApp app = await TestApp.StartAsync(o => o.UnmatchedRoute = "un\"matched");
+        await Traffic(app);
+        Scrape scrape = await app.ScrapeAsync();
+
+        var psi = new ProcessStartInfo(promtool, "check metrics") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        using Process p = Process.Start(psi)!;
+        await p.StandardInput.WriteAsync(scrape.Text);
+        p.StandardInput.Close();
+        string output = await p.StandardOutput.ReadToEndAsync(Ct) + await p.StandardError.ReadToEndAsync(Ct);
+        await p.WaitForExitAsync(Ct);
+
+        Assert.True(p.ExitCode == 0, "promtool check metrics failed:\n" + output + "\n--- scrape ---\n" + scrape.Text);
+    }
+
+    [Fact]
+    public async Task ConcurrentScrapesWhileWriting_AllParseAndCountsNeverDecrease()
+    {
+        await using TestApp app = await TestApp.StartAsync();
+        using var stop = new CancellationTokenSource();
+        Task writers = Parallel.ForAsync(0, 4_000, new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = Ct }, async (i, ct) =>
+        {
+            using HttpResponseMessage r = await app.Client.GetAsync("/items/" + (i % 10), ct);
+        });
+
+        double previous = 0;
+        var scrapers = Enumerable.Range(0, 4).Select(async _ =>
+        {
+            double last = 0;
+            while (!writers.IsCompleted)
+            {
+                Scrape s = await app.ScrapeAsync();
+                double count = s.Named("http_server_request_duration_seconds_count").Sum(x => x.Value);
+                Assert.True(count >= last, "a later scrape never sees fewer requests");
+                last = count;
+            }
+
+            return last;
+        }).ToArray();
+
+        await writers;
+        await Task.WhenAll(scrapers);
+        previous = (await app.ScrapeAsync()).Named("http_server_request_duration_seconds_count").Sum(x => x.Value);
+        Assert.Equal(4_000, previous);
+    }
+
+    internal static async Task Traffic(TestApp app)
+    {
+        foreach (string path in new[] { "/items/1", "/items/2", "/status/404", "/status/500", "/nowhere", "/throw" })
+        {
+            using HttpResponseMessage r = await app.Client.GetAsync(path, Ct);
+        }
+
+        using HttpResponseMessage post = await app.Client.PostAsync("/echo", new StringContent("hello"), Ct);
+    }
+
+    internal static string? FindPromtool() =>
+        new[] { "/usr/bin/promtool", "/usr/local/bin/promtool" }.FirstOrDefault(File.Exists)
+        ?? Environment.GetEnvironmentVariable("PATH")?.Split(':').Select(d => Path.Combine(d, "promtool")).FirstOrDefault(File.Exists);
+}

@@ -1,0 +1,79 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+
+namespace PerCpu.AspNetCore.Tests;
+
+/// <summary>A strict parser of the exposition formats: every non-comment line must be a well-formed sample.</summary>
+internal sealed partial class Scrape
+{
+    private Scrape(List<Sample> samples, List<string> comments, string text)
+    {
+        Samples = samples;
+        Comments = comments;
+        Text = text;
+    }
+
+    public List<Sample> Samples { get; }
+
+    public List<string> Comments { get; }
+
+    public string Text { get; }
+
+    public static Scrape Parse(string text)
+    {
+        var samples = new List<Sample>();
+        var comments = new List<string>();
+        foreach (string line in text.Split('\n'))
+        {
+            if (line.Length == 0)
+            {
+                continue;
+            }
+
+            if (line.StartsWith('#'))
+            {
+                comments.Add(line);
+                continue;
+            }
+
+            Match m = SampleLine().Match(line);
+            if (!m.Success)
+            {
+                throw new FormatException("not a sample line: " + line);
+            }
+
+            var labels = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (Match l in LabelPair().Matches(m.Groups["labels"].Value))
+            {
+                labels.Add(l.Groups[1].Value, Regex.Unescape(l.Groups[2].Value));
+            }
+
+            string raw = m.Groups["value"].Value;
+            double value = raw switch
+            {
+                "+Inf" => double.PositiveInfinity,
+                "-Inf" => double.NegativeInfinity,
+                _ => double.Parse(raw, NumberStyles.Float, CultureInfo.InvariantCulture),
+            };
+            samples.Add(new Sample(m.Groups["name"].Value, labels, value));
+        }
+
+        return new Scrape(samples, comments, text);
+    }
+
+    public IEnumerable<Sample> Named(string name) => Samples.Where(s => s.Name == name);
+
+    /// <summary>The request count of every duration series, keyed by route/method/status(/error).</summary>
+    public Dictionary<string, double> CountsByRouteMethodStatus() =>
+        Named("http_server_request_duration_seconds_count").ToDictionary(
+            s => s.Labels.TryGetValue("otel_metric_overflow", out _) ? "overflow" : $"{s.Labels["http_route"]} {s.Labels["http_request_method"]} {s.Labels["http_response_status_code"]}{(s.Labels.TryGetValue("error_type", out string? e) ? " " + e : "")}",
+            s => s.Value);
+
+    [GeneratedRegex("""^(?<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?<labels>(?:[^"}]|"(?:[^"\\]|\\.)*")*)\})? (?<value>\S+)$""")]
+    private static partial Regex SampleLine();
+
+    [GeneratedRegex("""([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?""")]
+    private static partial Regex LabelPair();
+
+    public sealed record Sample(string Name, Dictionary<string, string> Labels, double Value);
+}

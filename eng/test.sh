@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the solution: the one test command of the README, and what .ci/run calls.
-# Installs what the tests need first (Debian's prometheus package, for promtool), then builds in Release and runs
-# the xunit suites. Exits non-zero on any build error or failed test; the last line is "N passed, N failed, N skipped".
+# Installs what the tests need first (Debian's prometheus package: promtool and the server for the end-to-end
+# test; the k6 type definitions from npm), type-checks the k6 scripts, then builds in Release and runs the xunit
+# suites. Exits non-zero on any build error or failed test; the last line is "N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,12 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 export PERCPU_REQUIRE_PROMTOOL=1
+
+# The k6 scripts are type-checked against the k6 v0.49 API (k6 itself is not installed here).
+echo "type-checking the k6 scripts (TypeScript, @types/k6 0.49.3)..."
+npm ci --prefix k6 --no-audit --no-fund --silent
+npm run --prefix k6 --silent typecheck
+echo "k6 scripts: typecheck passed"
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -205,6 +205,50 @@ public sealed class HistogramSnapshot
         static double MaxOf(HistogramSnapshot a, HistogramSnapshot b) => a.Count == 0 ? b.Max : b.Count == 0 ? a.Max : Math.Max(a.Max, b.Max);
     }
 
+    /// <summary>
+    /// The exact count at or below each explicit boundary, straight from merged shard cells (no snapshot allocated);
+    /// returns the total count. Bucket counts of split buckets are their main cell plus their split cells.
+    /// </summary>
+    internal static long Cumulative(HistogramLayout layout, ReadOnlySpan<long> cells, Span<long> cumulative)
+    {
+        int splits = ShardLayout.Splits(layout);
+        int[] bucketOf = layout.BoundaryBucket;
+        long below = cells[ShardLayout.Zero] + cells[ShardLayout.Underflow];
+        int nextBucket = 0; // buckets [0, nextBucket) are in `below` (main cells)
+        int nextSplit = 0;  // split cells [0, nextSplit) are in `below`
+        for (int b = 0; b < bucketOf.Length; b++)
+        {
+            int rel = bucketOf[b];
+            for (; nextBucket < rel; nextBucket++)
+            {
+                below += cells[ShardLayout.Buckets + nextBucket];
+            }
+
+            for (; nextSplit < bucketOf.Length && bucketOf[nextSplit] < rel; nextSplit++)
+            {
+                below += cells[splits + nextSplit];
+            }
+
+            long inBucket = 0;
+            bool split = layout.IsSplit(rel);
+            for (int p = nextSplit; p < bucketOf.Length && bucketOf[p] == rel; p++)
+            {
+                // Split parts up to and including boundary b; for an upper-edge boundary, the whole bucket.
+                inBucket += !split || p <= b ? cells[splits + p] : 0;
+            }
+
+            cumulative[b] = below + inBucket + (split ? 0 : cells[ShardLayout.Buckets + rel]);
+        }
+
+        long count = cells[ShardLayout.Zero] + cells[ShardLayout.Underflow] + cells[ShardLayout.Overflow];
+        for (int i = 0; i < layout.BucketCount + bucketOf.Length; i++)
+        {
+            count += cells[ShardLayout.Buckets + i];
+        }
+
+        return count;
+    }
+
     internal static HistogramSnapshot FromCells(HistogramLayout layout, long[] cells, (double Min, double Max) extremes, bool delta)
     {
         int buckets = layout.BucketCount;
@@ -216,34 +260,8 @@ public sealed class HistogramSnapshot
             exp[layout.BoundaryBucket[b]] += cells[splits + b]; // a split bucket's parts add up to the bucket
         }
 
-        long below = cells[ShardLayout.Zero] + cells[ShardLayout.Underflow];
         long[] cumulative = new long[boundaries.Length];
-        int next = 0; // buckets [0, next) are already in `below`
-        for (int b = 0; b < boundaries.Length; b++)
-        {
-            int rel = layout.BoundaryBucket[b];
-            for (; next < rel; next++)
-            {
-                below += exp[next];
-            }
-
-            if (layout.IsSplit(rel))
-            {
-                // Values in this bucket at or below boundary b: the split parts of every boundary up to b in the bucket.
-                long part = 0;
-                for (int p = 0; p <= b; p++)
-                {
-                    part += layout.BoundaryBucket[p] == rel ? cells[splits + p] : 0;
-                }
-
-                cumulative[b] = below + part;
-            }
-            else
-            {
-                cumulative[b] = below + exp[rel]; // the boundary is this bucket's upper edge
-            }
-        }
-
+        Cumulative(layout, cells, cumulative);
         double sum = BitConverter.Int64BitsToDouble(cells[ShardLayout.Sum]) + (cells[ShardLayout.SumTicks] * (1.0 / System.Diagnostics.Stopwatch.Frequency));
         return new HistogramSnapshot(layout.Scale, layout.MinExponent, layout.MaxExponent, boundaries, exp, cumulative,
             cells[ShardLayout.Zero], cells[ShardLayout.Underflow], cells[ShardLayout.Overflow], cells[ShardLayout.Invalid],

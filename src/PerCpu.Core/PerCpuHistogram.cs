@@ -131,6 +131,44 @@ public sealed class PerCpuHistogram
     internal long[] ReadCells(bool vectorized)
     {
         long[] acc = new long[_shardLength];
+        ReadCellsInto(acc, vectorized);
+        return acc;
+    }
+
+    /// <summary>
+    /// What a classic (Prometheus <c>le</c>, OTLP explicit-bucket) exposition needs, without allocating a snapshot: the
+    /// exact cumulative count at or below each of <see cref="HistogramLayout.ExplicitBoundaries"/>, the count, the sum and
+    /// the invalid count. Same concurrency guarantee as <see cref="Snapshot"/>: count and cumulative counts come from
+    /// one read of each cell and always agree with each other.
+    /// </summary>
+    /// <param name="cumulativeCounts">Receives one count per explicit boundary.</param>
+    /// <param name="sum">The sum of the valid values.</param>
+    /// <param name="invalid">The invalid count.</param>
+    /// <returns>The count of valid values (the <c>+Inf</c> bucket).</returns>
+    public long ReadExplicitBuckets(Span<long> cumulativeCounts, out double sum, out long invalid)
+    {
+        if (cumulativeCounts.Length < _layout.Boundaries.Length)
+        {
+            throw new ArgumentException($"Needs room for {_layout.Boundaries.Length} counts.", nameof(cumulativeCounts));
+        }
+
+        long[] buffer = System.Buffers.ArrayPool<long>.Shared.Rent(_shardLength);
+        try
+        {
+            Array.Clear(buffer, 0, _shardLength);
+            ReadCellsInto(buffer, vectorized: true);
+            sum = BitConverter.Int64BitsToDouble(buffer[ShardLayout.Sum]) + (buffer[ShardLayout.SumTicks] * Ticks.SecondsPerTick);
+            invalid = buffer[ShardLayout.Invalid];
+            return HistogramSnapshot.Cumulative(_layout, buffer.AsSpan(0, _shardLength), cumulativeCounts);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<long>.Shared.Return(buffer);
+        }
+    }
+
+    private void ReadCellsInto(long[] acc, bool vectorized)
+    {
         double sum = 0;
         foreach (long[]? shard in _shards)
         {
@@ -156,7 +194,6 @@ public sealed class PerCpuHistogram
         }
 
         acc[ShardLayout.Sum] = BitConverter.DoubleToInt64Bits(sum);
-        return acc;
     }
 
     private (double Min, double Max) ReadMinMax(bool reset)

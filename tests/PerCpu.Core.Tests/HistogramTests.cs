@@ -56,11 +56,16 @@ public sealed class HistogramTests
         }
 
         HistogramSnapshot s = h.Snapshot();
+        long[] direct = new long[s.ExplicitBoundaries.Count];
+        long count = h.ReadExplicitBuckets(direct, out _, out _);
         for (int i = 0; i < s.ExplicitBoundaries.Count; i++)
         {
             double b = s.ExplicitBoundaries[i];
             Assert.Equal(values.Count(v => v <= b), s.CumulativeCounts[i]);
+            Assert.Equal(s.CumulativeCounts[i], direct[i]);
         }
+
+        Assert.Equal(s.Count, count);
 
         Assert.Equal(values.Count, s.Count);
     }
@@ -81,6 +86,12 @@ public sealed class HistogramTests
         long[] expected = layout.ExplicitBoundaries.Select(b => (long)values.Count(v => v <= b)).ToArray();
         Assert.Equal(expected, s.CumulativeCounts);
         Assert.Equal(values.Length, s.ExponentialCounts.Sum());
+
+        long[] direct = new long[layout.ExplicitBoundaries.Count];
+        Assert.Equal(values.Length, h.ReadExplicitBuckets(direct, out double sum, out long invalid));
+        Assert.Equal(expected, direct);
+        Assert.Equal(s.Sum, sum);
+        Assert.Equal(0, invalid);
     }
 
     public static TheoryData<string> Distributions => new() { "uniform", "lognormal", "bimodal", "constant", "pareto" };

@@ -24,29 +24,31 @@ internal static class Exposition
 
     public static string Write(HttpMetricsStore store, bool openMetrics)
     {
-        var w = new StringBuilder(16 * 1024);
+        var w = new StringBuilder(64 * 1024);
 
         // http.server.request.duration
         Header(w, Duration, "histogram", "Duration of HTTP server requests.", openMetrics ? "seconds" : null);
+        string[] le = [.. store.Layout.ExplicitBoundaries.Select(b => ",le=\"" + Number(b) + "\"")];
+        long[] cumulative = new long[le.Length];
         long invalid = 0;
         foreach (RequestSeries s in store.Endpoints().Where(e => !e.Excluded).SelectMany(e => e.Series()).Append(store.OverflowSeries))
         {
-            HistogramSnapshot snap = s.Duration.Snapshot();
-            invalid += snap.Invalid;
-            if (snap.Count == 0 && s.IsOverflow)
+            long count = s.Duration.ReadExplicitBuckets(cumulative, out double sum, out long seriesInvalid);
+            invalid += seriesInvalid;
+            if (count == 0 && s.IsOverflow)
             {
                 continue;
             }
 
-            string labels = SeriesLabels(s);
-            for (int i = 0; i < snap.ExplicitBoundaries.Count; i++)
+            string labels = s.PrometheusLabels;
+            for (int i = 0; i < le.Length; i++)
             {
-                Sample(w, Duration + "_bucket", labels, "le", Number(snap.ExplicitBoundaries[i]), snap.CumulativeCounts[i]);
+                w.Append(Duration).Append("_bucket{").Append(labels).Append(le[i]).Append("} ").Append(CultureInfo.InvariantCulture, $"{cumulative[i]}").Append('\n');
             }
 
-            Sample(w, Duration + "_bucket", labels, "le", "+Inf", snap.Count);
-            Sample(w, Duration + "_sum", labels, null, null, snap.Sum);
-            Sample(w, Duration + "_count", labels, null, null, snap.Count);
+            w.Append(Duration).Append("_bucket{").Append(labels).Append(",le=\"+Inf\"} ").Append(CultureInfo.InvariantCulture, $"{count}").Append('\n');
+            w.Append(Duration).Append("_sum{").Append(labels).Append("} ").Append(CultureInfo.InvariantCulture, $"{sum:R}").Append('\n');
+            w.Append(Duration).Append("_count{").Append(labels).Append("} ").Append(CultureInfo.InvariantCulture, $"{count}").Append('\n');
         }
 
         // http.server.active_requests: an up-down counter, a gauge in Prometheus.
@@ -94,7 +96,7 @@ internal static class Exposition
         return w.ToString();
     }
 
-    private static string SeriesLabels(RequestSeries s)
+    internal static string SeriesLabels(RequestSeries s)
     {
         if (s.IsOverflow)
         {

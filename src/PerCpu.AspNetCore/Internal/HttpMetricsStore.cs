@@ -15,10 +15,7 @@ internal sealed class HttpMetricsStore
     /// <summary>Distinct <c>error.type</c> values kept; further exception types are reported as <c>_OTHER</c>.</summary>
     public const int MaxErrorTypes = 63;
 
-    /// <summary>Distinct endpoint objects cached by reference; beyond this, endpoints are found by route text.</summary>
-    private const int MaxCachedEndpoints = 8192;
-
-    private readonly ConcurrentDictionary<Endpoint, EndpointMetrics> _byEndpoint = new(ReferenceEqualityComparer.Instance);
+    private readonly EndpointTable _byEndpoint = new();
     private readonly ConcurrentDictionary<string, EndpointMetrics> _byRoute = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<Type, int> _errorIndexes = new();
     private readonly string?[] _errorNames = new string?[MaxErrorTypes + 1];
@@ -101,7 +98,7 @@ internal sealed class HttpMetricsStore
             return Unmatched;
         }
 
-        return _byEndpoint.TryGetValue(endpoint, out EndpointMetrics? known) ? known : Resolve(endpoint);
+        return _byEndpoint.Find(endpoint) ?? Resolve(endpoint);
     }
 
     public IEnumerable<EndpointMetrics> Endpoints() => _byRoute.Values;
@@ -138,15 +135,13 @@ internal sealed class HttpMetricsStore
 
     private EndpointMetrics Resolve(Endpoint endpoint)
     {
-        string route = (endpoint as RouteEndpoint)?.RoutePattern.RawText ?? endpoint.DisplayName ?? Options.UnmatchedRoute;
+        // Endpoints without a route template (routing's 405 endpoint, custom endpoints) have no http.route: they share
+        // the unmatched value, so their labels stay bounded too.
+        string route = (endpoint as RouteEndpoint)?.RoutePattern.RawText ?? Options.UnmatchedRoute;
         bool excluded = endpoint.Metadata.GetMetadata<ExcludeFromPerCpuMetricsAttribute>() is not null
             || endpoint.Metadata.GetMetadata<IDisableHttpMetricsMetadata>() is not null;
         EndpointMetrics metrics = _byRoute.GetOrAdd(excluded ? "\0excluded:" + route : route, static (r, state) => new EndpointMetrics(state.Route, state.Excluded, state.Store), (Route: route, Excluded: excluded, Store: this));
-        if (_byEndpoint.Count < MaxCachedEndpoints)
-        {
-            _byEndpoint.TryAdd(endpoint, metrics);
-        }
-
+        _byEndpoint.Add(endpoint, metrics); // beyond EndpointTable.MaxEntries endpoints, found by route text each time
         return metrics;
     }
 }

@@ -10,8 +10,9 @@ namespace PerCpu.AspNetCore.Internal;
 /// route, method, status, scheme and protocol (plus <c>error.type</c> when an exception escapes).
 /// </summary>
 /// <remarks>
-/// Per request: one timestamp, two up-down counter adds, one lookup of the endpoint's handles by reference, one probe of
-/// an integer-keyed table, one histogram record and one route counter add; every write is to the current CPU's cache
+/// Per request: two timestamps, two up-down counter adds, one endpoint-feature read and one lookup of the endpoint's
+/// handles by reference, one feature read for <see cref="IHttpMetricsTagsFeature.MetricsDisabled"/>, one probe of an
+/// integer-keyed table, one histogram record and one route counter add; every write is to the current CPU's cache
 /// line. No lock, no string work, nothing allocated when the rest of the pipeline completes synchronously (when it
 /// completes asynchronously, the async state machine of <see cref="Awaited"/> is the one allocation: it is how a
 /// middleware observes a <see cref="Task"/>). The middleware never throws: a failure of its own is swallowed, and an
@@ -21,14 +22,11 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
 {
     public Task Invoke(HttpContext context)
     {
-        if (context.GetEndpoint() is { } known && store.ForEndpoint(known).Excluded)
+        // Routing usually ran already (WebApplication puts UseRouting first): then the endpoint is resolved once here.
+        EndpointMetrics? known = context.GetEndpoint() is { } endpoint ? store.ForEndpoint(endpoint) : null;
+        if (known is { Excluded: true })
         {
-            return next(context); // routing already ran and this endpoint opted out: not even active_requests
-        }
-
-        if (context.Features.Get<IHttpMetricsTagsFeature>() is { MetricsDisabled: true })
-        {
-            return next(context);
+            return next(context); // this endpoint opted out: not even active_requests
         }
 
         long start = Stopwatch.GetTimestamp();
@@ -41,20 +39,20 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         }
         catch (Exception ex)
         {
-            Complete(context, start, activeIndex, ex);
+            Complete(context, known, start, activeIndex, ex);
             throw;
         }
 
         if (task.IsCompletedSuccessfully)
         {
-            Complete(context, start, activeIndex, null);
+            Complete(context, known, start, activeIndex, null);
             return Task.CompletedTask;
         }
 
-        return Awaited(task, context, start, activeIndex);
+        return Awaited(task, context, known, start, activeIndex);
     }
 
-    private async Task Awaited(Task task, HttpContext context, long start, int activeIndex)
+    private async Task Awaited(Task task, HttpContext context, EndpointMetrics? known, long start, int activeIndex)
     {
         try
         {
@@ -62,23 +60,23 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         }
         catch (Exception ex)
         {
-            Complete(context, start, activeIndex, ex);
+            Complete(context, known, start, activeIndex, ex);
             throw;
         }
 
-        Complete(context, start, activeIndex, null);
+        Complete(context, known, start, activeIndex, null);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int ActiveIndex(HttpContext context) => (Labels.Method(context.Request.Method) * 2) + (context.Request.IsHttps ? 1 : 0);
 
-    private void Complete(HttpContext context, long start, int activeIndex, Exception? exception)
+    private void Complete(HttpContext context, EndpointMetrics? known, long start, int activeIndex, Exception? exception)
     {
         long elapsed = Stopwatch.GetTimestamp() - start;
         try
         {
             store.Active[activeIndex].Decrement();
-            EndpointMetrics endpoint = store.ForEndpoint(context.GetEndpoint());
+            EndpointMetrics endpoint = known ?? store.ForEndpoint(context.GetEndpoint()); // routed inside: look now
             if (endpoint.Excluded || context.Features.Get<IHttpMetricsTagsFeature>() is { MetricsDisabled: true })
             {
                 return;

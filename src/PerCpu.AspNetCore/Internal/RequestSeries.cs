@@ -20,4 +20,7 @@ internal sealed class RequestSeries(int key, string route, int method, int statu
     public bool IsOverflow { get; } = isOverflow;
 
     public PerCpuHistogram Duration { get; } = new(layout);
+
+    /// <summary>The Prometheus label set, built once: a scrape appends it, never rebuilds it.</summary>
+    public string PrometheusLabels => field ??= Exposition.SeriesLabels(this);
 }

@@ -1,0 +1,31 @@
+// Mixed: fast, slow, 4xx, throwing and parameterized routes in set proportions (12:2:3:1:2, see lib/common.js).
+// k6 run -e RATE=200 -e DURATION=1m -e VUS=100 -e SLOW_MS=50 k6/mixed.js
+import { DURATION, RATE, ROUTES, VUS, before, iteration, summary, thresholds, verifyNothingLost } from './lib/common.js';
+
+export const options = {
+  scenarios: {
+    mixed: { executor: 'constant-arrival-rate', rate: RATE, timeUnit: '1s', duration: DURATION, preAllocatedVUs: VUS, maxVUs: VUS * 4 },
+  },
+  thresholds: thresholds({
+    http_req_duration: ['p(95)<250', 'p(99)<500'],
+    'http_req_duration{name:/items/{id:int}}': ['p(99)<100'],
+  }),
+};
+
+export function setup() {
+  return before();
+}
+
+export default function () {
+  iteration(ROUTES);
+}
+
+/** @param {{ counts: Record<string, number> }} data */
+export function teardown(data) {
+  verifyNothingLost(data, ROUTES);
+}
+
+/** @param {any} data */
+export function handleSummary(data) {
+  return summary('mixed', data);
+}

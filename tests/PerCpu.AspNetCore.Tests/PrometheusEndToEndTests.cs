@@ -1,0 +1,148 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+
+namespace PerCpu.AspNetCore.Tests;
+
+/// <summary>
+/// A real Prometheus server (Debian's package; eng/test.sh installs it) scrapes the sample every second while a known
+/// load runs; its HTTP API must then report exactly the requests sent, and sane quantiles and rates.
+/// </summary>
+public sealed class PrometheusEndToEndTests
+{
+    private const int SlowMs = 60;
+
+    [Fact]
+    public async Task PrometheusServer_ScrapingTheSample_SeesEveryRequestAndSaneQuantilesAndRates()
+    {
+        CancellationToken ct = TestContext.Current.CancellationToken;
+        string? prometheus = new[] { "/usr/bin/prometheus", "/usr/local/bin/prometheus" }.FirstOrDefault(File.Exists);
+        if (prometheus is null)
+        {
+            Assert.True(Environment.GetEnvironmentVariable("PERCPU_REQUIRE_PROMTOOL") != "1", "the prometheus server is required here (eng/test.sh installs Debian's prometheus package) but was not found");
+            Assert.Skip("prometheus not found; eng/test.sh installs Debian's prometheus package");
+        }
+
+        await using SampleProcess sample = await SampleProcess.StartAsync(new Dictionary<string, string> { ["Sample__SlowMilliseconds"] = SlowMs.ToString(CultureInfo.InvariantCulture) });
+        string dir = Directory.CreateTempSubdirectory("percpu-prometheus-").FullName;
+        int port = SampleProcess.FreePort();
+        await File.WriteAllTextAsync(Path.Combine(dir, "prometheus.yml"), $"""
+            global:
+              scrape_interval: 1s
+              scrape_timeout: 900ms
+            scrape_configs:
+              - job_name: sample
+                static_configs:
+                  - targets: ["127.0.0.1:{sample.Port}"]
+            """, ct);
+        var psi = new ProcessStartInfo(prometheus) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in new[] { $"--config.file={dir}/prometheus.yml", $"--storage.tsdb.path={dir}/data", $"--web.listen-address=127.0.0.1:{port}", "--log.level=warn" })
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using Process server = Process.Start(psi)!;
+        var log = new System.Text.StringBuilder();
+        server.OutputDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
+        server.ErrorDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
+        server.BeginOutputReadLine();
+        server.BeginErrorReadLine();
+        try
+        {
+            using var api = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(5) };
+            await Until(async () => (await TryGet(api, "/-/ready")) is not null, TimeSpan.FromSeconds(30), "Prometheus did not become ready", log);
+            await Until(async () => await Query(api, "up{job=\"sample\"}") == 1, TimeSpan.FromSeconds(30), "Prometheus never scraped the sample", log);
+
+            // A known load over 10 seconds: fast, 404 and slow requests.
+            using var client = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 32 }) { BaseAddress = sample.BaseAddress };
+            int sent = 0, slowSent = 0;
+            var clock = Stopwatch.StartNew();
+            while (clock.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                await Parallel.ForAsync(0, 200, new ParallelOptions { MaxDegreeOfParallelism = 32, CancellationToken = ct }, async (i, token) =>
+                {
+                    string path = (i % 10) switch { 0 => "/slow", 1 => "/missing/" + i, _ => "/items/" + i };
+                    using HttpResponseMessage r = await client.GetAsync(path, token);
+                });
+                sent += 200;
+                slowSent += 20;
+            }
+
+            // Prometheus must see exactly what was sent (it scrapes every second; the scrapes themselves are excluded).
+            await Until(async () => await Query(api, "sum(http_server_request_duration_seconds_count{job=\"sample\"})") == sent, TimeSpan.FromSeconds(20),
+                $"Prometheus's request total never reached {sent}", log);
+            Assert.Equal(slowSent, await Query(api, "sum(http_server_request_duration_seconds_count{http_route=\"/slow\"})"));
+
+            double p99 = await Query(api, "histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{http_route=\"/slow\"}[30s])))");
+            Assert.InRange(p99, SlowMs / 1000.0, 0.25); // at least the configured delay; well under the next buckets
+            double rate = await Query(api, "sum(rate(http_server_request_duration_seconds_count{job=\"sample\"}[30s]))");
+            Assert.InRange(rate, 1, sent); // positive, and no more than everything in one second
+            double overflow = await Query(api, "sum(percpu_series_overflow_records_total)");
+            Assert.Equal(0, overflow);
+        }
+        finally
+        {
+            server.Kill(entireProcessTree: true);
+            await server.WaitForExitAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None);
+            try
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private static async Task<double> Query(HttpClient api, string promql)
+    {
+        string? body = await TryGet(api, "/api/v1/query?query=" + Uri.EscapeDataString(promql));
+        if (body is null)
+        {
+            return double.NaN;
+        }
+
+        using JsonDocument doc = JsonDocument.Parse(body);
+        JsonElement result = doc.RootElement.GetProperty("data").GetProperty("result");
+        return result.GetArrayLength() == 0 ? double.NaN : double.Parse(result[0].GetProperty("value")[1].GetString()!, CultureInfo.InvariantCulture);
+    }
+
+    private static async Task<string?> TryGet(HttpClient api, string path)
+    {
+        try
+        {
+            using HttpResponseMessage r = await api.GetAsync(path);
+            return r.IsSuccessStatusCode ? await r.Content.ReadAsStringAsync() : null;
+        }
+        catch (HttpRequestException)
+        {
+            return null;
+        }
+        catch (TaskCanceledException)
+        {
+            return null;
+        }
+    }
+
+    private static async Task Until(Func<Task<bool>> condition, TimeSpan limit, string message, System.Text.StringBuilder log)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < limit)
+        {
+            if (await condition())
+            {
+                return;
+            }
+
+            await Task.Delay(250);
+        }
+
+        string text;
+        lock (log)
+        {
+            text = log.ToString();
+        }
+
+        Assert.Fail($"{message} within {limit.TotalSeconds} s. Prometheus log:\n{text}");
+    }
+}

@@ -17,7 +17,13 @@ if ! command -v promtool >/dev/null 2>&1; then
     exit 1
   fi
 fi
-export PERCPU_REQUIRE_PROMTOOL=1
+# dotnet-counters (a NuGet global tool) reads the sample's PerCpu.AspNetCore meter in the end-to-end stage.
+counters_version=10.0.750501
+if [ ! -x .tools/dotnet-counters/dotnet-counters ]; then
+  dotnet tool install dotnet-counters --tool-path .tools/dotnet-counters --version "$counters_version" >/dev/null
+fi
+export PERCPU_DOTNET_COUNTERS="$PWD/.tools/dotnet-counters/dotnet-counters"
+export PERCPU_REQUIRE_TOOLS=1
 
 # The k6 scripts are type-checked against the k6 v0.49 API (k6 itself is not installed here).
 echo "type-checking the k6 scripts (TypeScript, @types/k6 0.49.3)..."

@@ -66,7 +66,7 @@ public sealed class ExpositionTests
         string? promtool = FindPromtool();
         if (promtool is null)
         {
-            Assert.True(Environment.GetEnvironmentVariable("PERCPU_REQUIRE_PROMTOOL") != "1", "promtool is required here (eng/test.sh installs Debian's prometheus package) but was not found");
+            Assert.True(Environment.GetEnvironmentVariable("PERCPU_REQUIRE_TOOLS") != "1", "promtool is required here (eng/test.sh installs Debian's prometheus package) but was not found");
             Assert.Skip("promtool not found; eng/test.sh installs it (Debian package prometheus)");
         }
 

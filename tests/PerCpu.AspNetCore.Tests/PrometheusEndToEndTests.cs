@@ -19,7 +19,7 @@ public sealed class PrometheusEndToEndTests
         string? prometheus = new[] { "/usr/bin/prometheus", "/usr/local/bin/prometheus" }.FirstOrDefault(File.Exists);
         if (prometheus is null)
         {
-            Assert.True(Environment.GetEnvironmentVariable("PERCPU_REQUIRE_PROMTOOL") != "1", "the prometheus server is required here (eng/test.sh installs Debian's prometheus package) but was not found");
+            Assert.True(Environment.GetEnvironmentVariable("PERCPU_REQUIRE_TOOLS") != "1", "the prometheus server is required here (eng/test.sh installs Debian's prometheus package) but was not found");
             Assert.Skip("prometheus not found; eng/test.sh installs Debian's prometheus package");
         }
 

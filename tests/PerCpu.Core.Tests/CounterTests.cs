@@ -18,84 +18,49 @@ public sealed class CounterTests
     public void UpDownCounter_MixedSigns_FinalExactAndReadsBounded()
     {
         var counter = new PerCpuUpDownCounter();
-        using var start = new Barrier(Threads + 1);
-        var writers = new Thread[Threads];
-        long expected = 0;
-        for (int t = 0; t < Threads; t++)
-        {
-            int id = t;
-            expected += Contribution(id);
-            writers[t] = new Thread(() =>
-            {
-                start.SignalAndWait();
-                for (int i = 0; i < AddsPerThread / 4; i++)
-                {
-                    // Per thread: +3, -1, +id, -id ... nets 2 per iteration; threads interleave signs.
-                    counter.Add(3);
-                    counter.Decrement();
-                    counter.Add(id);
-                    counter.Add(-id);
-                }
-            });
-            writers[t].Start();
-        }
-
-        start.SignalAndWait();
+        long expected = Threads * 2L * (AddsPerThread / 4);
         long min = long.MaxValue, max = long.MinValue;
-        while (writers.Any(w => w.IsAlive))
+        Stress.WritersWhileReading(Threads, id =>
+        {
+            for (int i = 0; i < AddsPerThread / 4; i++)
+            {
+                // Per thread: +3, -1, +id, -id ... nets 2 per iteration; threads interleave signs.
+                counter.Add(3);
+                counter.Decrement();
+                counter.Add(id);
+                counter.Add(-id);
+            }
+        }, () =>
         {
             long v = counter.Sum();
             min = Math.Min(min, v);
             max = Math.Max(max, v);
-        }
-
-        foreach (Thread w in writers)
-        {
-            w.Join();
-        }
+        });
 
         Assert.Equal(expected, counter.Sum());
         // In-flight bound: every thread can have at most one pending write whose sign the reader sees out of order.
         long slack = Threads * (3L + Threads);
         Assert.InRange(min, -slack, expected + slack);
         Assert.InRange(max, -slack, expected + slack);
-
-        static long Contribution(int id) => 2L * (AddsPerThread / 4);
     }
 
     [Fact]
     public void Counter_CollectWhileWriting_DeltasPlusRemainderEqualTotal()
     {
         var counter = new PerCpuCounter();
-        using var start = new Barrier(Threads + 1);
-        var writers = Enumerable.Range(0, Threads).Select(_ => new Thread(() =>
+        long collected = 0;
+        int collects = Stress.WritersWhileReading(Threads, _ =>
         {
-            start.SignalAndWait();
             for (int i = 0; i < AddsPerThread / 2; i++)
             {
                 counter.Add(2);
             }
-        })).ToArray();
-        foreach (Thread w in writers)
-        {
-            w.Start();
-        }
-
-        start.SignalAndWait();
-        long collected = 0;
-        int collects = 0;
-        while (writers.Any(w => w.IsAlive))
+        }, () =>
         {
             long delta = counter.Collect();
             Assert.True(delta >= 0, "a delta of a monotonic counter is never negative");
             collected += delta;
-            collects++;
-        }
-
-        foreach (Thread w in writers)
-        {
-            w.Join();
-        }
+        });
 
         long remainder = counter.Collect();
         Assert.Equal((long)Threads * AddsPerThread, collected + remainder);
@@ -166,36 +131,20 @@ public sealed class CounterTests
 
     internal static void AssertCounterExact(PerCpuCounter counter)
     {
-        using var start = new Barrier(Threads + 1);
-        var writers = Enumerable.Range(0, Threads).Select(_ => new Thread(() =>
+        long previous = 0;
+        int reads = Stress.WritersWhileReading(Threads, _ =>
         {
-            start.SignalAndWait();
             for (int i = 0; i < AddsPerThread; i++)
             {
                 counter.Increment();
             }
-        })).ToArray();
-        foreach (Thread w in writers)
-        {
-            w.Start();
-        }
-
-        start.SignalAndWait();
-        long previous = 0;
-        int reads = 0;
-        while (writers.Any(w => w.IsAlive))
+        }, () =>
         {
             long v = counter.Sum();
             Assert.True(v >= previous, $"read {v} after {previous}: reads must never decrease");
             Assert.True(v <= (long)Threads * AddsPerThread);
             previous = v;
-            reads++;
-        }
-
-        foreach (Thread w in writers)
-        {
-            w.Join();
-        }
+        });
 
         Assert.Equal((long)Threads * AddsPerThread, counter.Sum());
         Assert.True(reads > 0);

@@ -144,6 +144,14 @@ public sealed class HistogramTests
         Assert.Throws<ArgumentOutOfRangeException>(() => s.GetQuantile(double.NaN));
     }
 
+    private static void RecordAll(PerCpuHistogram h, int thread)
+    {
+        for (int i = 0; i < RecordsPerThread; i++)
+        {
+            h.Record(Value(thread, i));
+        }
+    }
+
     /// <summary>Dyadic values (k / 2^20, in (0, 1]): every partial sum is exact, so sums must match bit for bit.</summary>
     private static double Value(int thread, int i) => ((((thread * 7919L) + (i * 104_729L)) % 1_048_576) + 1) / 1_048_576.0;
 
@@ -151,24 +159,8 @@ public sealed class HistogramTests
     public void Record_ManyThreadsWithConcurrentSnapshots_QuiescentSnapshotEqualsSingleThreadedReference()
     {
         var h = new PerCpuHistogram();
-        using var start = new Barrier(Threads + 1);
-        Thread[] writers = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
-        {
-            start.SignalAndWait();
-            for (int i = 0; i < RecordsPerThread; i++)
-            {
-                h.Record(Value(t, i));
-            }
-        })).ToArray();
-        foreach (Thread w in writers)
-        {
-            w.Start();
-        }
-
-        start.SignalAndWait();
         long[] previous = new long[HistogramLayout.Default.ExponentialBucketCount];
-        int snapshots = 0;
-        while (writers.Any(w => w.IsAlive))
+        int snapshots = Stress.WritersWhileReading(Threads, t => RecordAll(h, t), () =>
         {
             HistogramSnapshot s = h.Snapshot();
             Assert.Equal(s.ZeroCount + s.Underflow + s.Overflow + s.ExponentialCounts.Sum(), s.Count);
@@ -177,22 +169,12 @@ public sealed class HistogramTests
                 Assert.True(s.ExponentialCounts[i] >= previous[i], "bucket counts never decrease between snapshots");
                 previous[i] = s.ExponentialCounts[i];
             }
-
-            snapshots++;
-        }
-
-        foreach (Thread w in writers)
-        {
-            w.Join();
-        }
+        });
 
         var reference = new PerCpuHistogram();
         for (int t = 0; t < Threads; t++)
         {
-            for (int i = 0; i < RecordsPerThread; i++)
-            {
-                reference.Record(Value(t, i));
-            }
+            RecordAll(reference, t); // one thread, the same values
         }
 
         AssertSame(reference.Snapshot(), h.Snapshot());
@@ -203,24 +185,9 @@ public sealed class HistogramTests
     public void CollectDelta_ConcurrentWithWriters_DeltasAddUpToTheTotal()
     {
         var h = new PerCpuHistogram();
-        using var start = new Barrier(Threads + 1);
-        Thread[] writers = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
-        {
-            start.SignalAndWait();
-            for (int i = 0; i < RecordsPerThread; i++)
-            {
-                h.Record(Value(t, i));
-            }
-        })).ToArray();
-        foreach (Thread w in writers)
-        {
-            w.Start();
-        }
-
-        start.SignalAndWait();
         HistogramSnapshot? merged = null;
         double deltaMin = double.PositiveInfinity, deltaMax = double.NegativeInfinity;
-        while (writers.Any(w => w.IsAlive))
+        Stress.WritersWhileReading(Threads, t => RecordAll(h, t), () =>
         {
             HistogramSnapshot d = h.CollectDelta();
             Assert.True(d.IsDelta);
@@ -230,12 +197,7 @@ public sealed class HistogramTests
                 deltaMin = Math.Min(deltaMin, d.Min);
                 deltaMax = Math.Max(deltaMax, d.Max);
             }
-        }
-
-        foreach (Thread w in writers)
-        {
-            w.Join();
-        }
+        });
 
         HistogramSnapshot last = h.CollectDelta();
         merged = merged is null ? last : merged.Merge(last);

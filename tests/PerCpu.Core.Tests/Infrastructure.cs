@@ -17,6 +17,44 @@ public static class Traits
     public const string Core = "Core";
 }
 
+/// <summary>The shape of every stress test: many writer threads, released together, while this thread reads.</summary>
+public static class Stress
+{
+    /// <summary>
+    /// Starts <paramref name="threads"/> threads running <paramref name="write"/>(thread index), released together by a
+    /// barrier; calls <paramref name="read"/> in a loop on the calling thread until every writer is done; joins them.
+    /// </summary>
+    /// <returns>How many reads ran while writers were still running.</returns>
+    public static int WritersWhileReading(int threads, Action<int> write, Action read)
+    {
+        using var start = new Barrier(threads + 1);
+        Thread[] writers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
+        {
+            start.SignalAndWait();
+            write(t);
+        })).ToArray();
+        foreach (Thread w in writers)
+        {
+            w.Start();
+        }
+
+        start.SignalAndWait();
+        int reads = 0;
+        while (writers.Any(w => w.IsAlive))
+        {
+            read();
+            reads++;
+        }
+
+        foreach (Thread w in writers)
+        {
+            w.Join();
+        }
+
+        return reads;
+    }
+}
+
 /// <summary>Runs this very test assembly again in a child process with extra environment variables.</summary>
 public static class ChildRun
 {

@@ -28,6 +28,7 @@ internal sealed unsafe class ProcessorIdLadder
     private static readonly byte[] s_rdtscpCode = [0x0F, 0x01, 0xF9, 0x89, 0xC8, 0xC3]; // rdtscp; mov eax, ecx; ret
 
     private readonly Probe _probe;
+    private readonly CpuSlotMap _timingMap = new(ProcessorId.ComputeSlotCount(Environment.ProcessorCount));
     private readonly ProcessorIdCandidate[] _candidates;
     private nint _rseqOffset;
 
@@ -362,9 +363,9 @@ internal sealed unsafe class ProcessorIdLadder
     }
 
     /// <summary>
-    /// Times every available strategy's id read exactly as <see cref="ProcessorId"/> performs it (for rseq: the
-    /// <c>pthread_self()</c> call plus the load): interleaved rounds, best round kept. About 1-3 ms once per process. The
-    /// slot mapping after the read is the same for every strategy but mm_cid, which skips it, and is not timed.
+    /// Times what each strategy costs a write, as <see cref="ProcessorId.GetCurrentSlot"/> performs it: the id read (for
+    /// rseq: the <c>pthread_self()</c> call plus the load) and the slot mapping (a <see cref="CpuSlotMap"/> lookup, or
+    /// a mask for the already dense mm_cid). Interleaved rounds, best round kept; about 1-3 ms once per process.
     /// </summary>
     private void Measure()
     {
@@ -403,14 +404,22 @@ internal sealed unsafe class ProcessorIdLadder
     private int TimeLoop(ProcessorIdStrategy strategy, int calls)
     {
         int sink = 0;
+        CpuSlotMap map = _timingMap;
         switch (strategy)
         {
             case ProcessorIdStrategy.RseqMmCid:
-            case ProcessorIdStrategy.RseqCpuId:
-                nint field = RseqFieldOffset(strategy);
+                nint cidField = RseqFieldOffset(strategy);
                 for (int i = 0; i < calls; i++)
                 {
-                    sink += Volatile.Read(ref *(int*)(Libc.PthreadSelf() + field)); // as ProcessorId reads it
+                    sink += Volatile.Read(ref *(int*)(Libc.PthreadSelf() + cidField)) & (map.SlotCount - 1); // dense: masked only
+                }
+
+                break;
+            case ProcessorIdStrategy.RseqCpuId:
+                nint cpuField = RseqFieldOffset(strategy);
+                for (int i = 0; i < calls; i++)
+                {
+                    sink += map.Map(Volatile.Read(ref *(int*)(Libc.PthreadSelf() + cpuField)));
                 }
 
                 break;
@@ -419,28 +428,28 @@ internal sealed unsafe class ProcessorIdLadder
                 var stub = (delegate* unmanaged[SuppressGCTransition]<uint>)(strategy == ProcessorIdStrategy.Rdpid ? RdpidStub : RdtscpStub);
                 for (int i = 0; i < calls; i++)
                 {
-                    sink += (int)(stub() & 0xFFF);
+                    sink += map.Map((int)(stub() & 0xFFF));
                 }
 
                 break;
             case ProcessorIdStrategy.SchedGetCpu:
                 for (int i = 0; i < calls; i++)
                 {
-                    sink += Libc.SchedGetCpu();
+                    sink += map.Map(Libc.SchedGetCpu());
                 }
 
                 break;
             case ProcessorIdStrategy.CurrentProcessorId:
                 for (int i = 0; i < calls; i++)
                 {
-                    sink += Thread.GetCurrentProcessorId();
+                    sink += map.Map(Thread.GetCurrentProcessorId());
                 }
 
                 break;
             default:
                 for (int i = 0; i < calls; i++)
                 {
-                    sink += Environment.CurrentManagedThreadId;
+                    sink += map.Map(Environment.CurrentManagedThreadId);
                 }
 
                 break;

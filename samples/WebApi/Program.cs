@@ -1,10 +1,34 @@
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 using PerCpu;
 
 // A small service with PerCpu request metrics. `dotnet run --project samples/WebApi` serves it on
 // http://127.0.0.1:5080 (appsettings.json); scrape http://127.0.0.1:5080/metrics.
+// The same numbers reach OpenTelemetry: the SDK listens to the PerCpu.AspNetCore meter and prints it to the console
+// (Sample:ConsoleExport, every Sample:ConsoleExportIntervalSeconds), and exports OTLP when
+// OTEL_EXPORTER_OTLP_ENDPOINT is set (the standard OTEL_* variables configure it).
 var builder = WebApplication.CreateBuilder(args);
 builder.Services.AddPerCpuMetrics();
 builder.Services.AddHealthChecks();
+
+bool consoleExport = builder.Configuration.GetValue("Sample:ConsoleExport", true);
+int consoleIntervalSeconds = Math.Clamp(builder.Configuration.GetValue("Sample:ConsoleExportIntervalSeconds", 10), 1, 3600);
+bool otlp = !string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]);
+builder.Services.AddOpenTelemetry()
+    .ConfigureResource(resource => resource.AddService(serviceName: builder.Configuration["OTEL_SERVICE_NAME"] ?? "percpu-sample"))
+    .WithMetrics(metrics =>
+    {
+        metrics.AddMeter("PerCpu.AspNetCore");
+        if (consoleExport)
+        {
+            metrics.AddConsoleExporter((_, reader) => reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds = consoleIntervalSeconds * 1000);
+        }
+
+        if (otlp)
+        {
+            metrics.AddOtlpExporter();
+        }
+    });
 
 var app = builder.Build();
 app.Logger.LogInformation("{Selection}", ProcessorId.Selection);

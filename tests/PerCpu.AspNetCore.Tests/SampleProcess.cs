@@ -45,6 +45,7 @@ internal sealed class SampleProcess : IAsyncDisposable
         psi.ArgumentList.Add($"http://127.0.0.1:{port}");
         psi.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
         psi.Environment["Logging__LogLevel__Default"] = "Warning";
+        psi.Environment["Sample__ConsoleExport"] = "false"; // a test that wants the console export turns it back on
         foreach ((string k, string v) in environment ?? new Dictionary<string, string>())
         {
             psi.Environment[k] = v;

@@ -63,7 +63,7 @@ internal sealed class MeterBridge : IDisposable
             for (int sc = 0; sc < Labels.Schemes.Length; sc++)
             {
                 long value = _store.Active[(m * 2) + sc].Sum();
-                if (value != 0)
+                if (value != 0 || (m == 1 && sc == 0)) // as the scrape: GET over http always, others while non-zero
                 {
                     yield return new Measurement<long>(value, new("http.request.method", Labels.Methods[m]), new("url.scheme", Labels.Schemes[sc]));
                 }

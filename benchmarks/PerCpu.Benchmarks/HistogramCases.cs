@@ -15,6 +15,7 @@ internal static class HistogramCases
 
     public const string PerCpu = "PerCpuHistogram.Record";
     public const string Shared = "one shared histogram, interlocked buckets";
+    public const string Otel0 = "OTel SDK Histogram<double>.Record, 0 tags";
     public const string Otel3 = "OTel SDK Histogram<double>.Record, 3 tags";
     public const string OtelExp3 = "OTel SDK exponential view, 3 tags";
     public const string Prom = "prometheus-net Histogram.Observe";
@@ -37,6 +38,7 @@ internal static class HistogramCases
 
         var otel = new OtelPeer("PerCpu.Benchmarks.Histograms");
         Histogram<double> otelHistogram = otel.Meter.CreateHistogram<double>("duration", "s", null, null, new InstrumentAdvice<double> { HistogramBucketBoundaries = HistogramLayout.AspNetCoreRequestDurationBoundaries });
+        cases.Add(new OperationCase<OtelRecord0>(Otel0, t => new OtelRecord0(otelHistogram, Latencies(t))));
         cases.Add(new OperationCase<OtelRecord>(Otel3, t => new OtelRecord(otelHistogram, Latencies(t))));
         var otelExp = new OtelPeer("PerCpu.Benchmarks.Histograms.Exp", exponentialHistogram: true);
         Histogram<double> otelExpHistogram = otelExp.Meter.CreateHistogram<double>("duration", "s");
@@ -50,6 +52,7 @@ internal static class HistogramCases
         var recorder = new Recorder(1, 3_600_000_000_000, 3, (id, low, high, digits) => new LongConcurrentHistogram(id, low, high, digits));
         cases.Add(new OperationCase<HdrRecorderRecord>(HdrRecorder, t => new HdrRecorderRecord(recorder, Nanoseconds(t))));
 
+        ratios.Add(("PerCpu / OTel SDK explicit, 0 tags", PerCpu, Otel0));
         ratios.Add(("PerCpu / OTel SDK explicit, 3 tags", PerCpu, Otel3));
         ratios.Add(("PerCpu / OTel SDK exponential, 3 tags", PerCpu, OtelExp3));
         ratios.Add(("PerCpu / prometheus-net", PerCpu, Prom));
@@ -104,6 +107,13 @@ internal static class HistogramCases
         private int _i;
 
         public void Invoke() => h.Record(values[_i++ & 4095], s_tag1, s_tag2, s_tag3);
+    }
+
+    private struct OtelRecord0(Histogram<double> h, double[] values) : IOperation
+    {
+        private int _i;
+
+        public void Invoke() => h.Record(values[_i++ & 4095]);
     }
 
     private struct PromObserve(Prometheus.Histogram h, double[] values) : IOperation

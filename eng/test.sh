@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the solution: the one test command of the README, and what .ci/run calls.
 # Installs what the tests need first (Debian's prometheus package: promtool and the server for the end-to-end
-# test; the k6 type definitions from npm), type-checks the k6 scripts, then builds in Release and runs the xunit
+# test; dotnet-counters; from npm the k6 type definitions and the OTLP decoder of OpenTelemetry JS), type-checks the k6 scripts, then builds in Release and runs the xunit
 # suites. Exits non-zero on any build error or failed test; the last line is "N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,9 @@ echo "type-checking the k6 scripts (TypeScript, @types/k6 0.49.3)..."
 npm ci --prefix k6 --no-audit --no-fund --silent
 npm run --prefix k6 --silent typecheck
 echo "k6 scripts: typecheck passed"
+
+# OpenTelemetry JS's generated OTLP definitions decode what PerCpu's OTLP exporter sends, in the exporter tests.
+npm ci --prefix tests/otlp-decoder --no-audit --no-fund --silent
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -5,8 +5,9 @@ using PerCpu;
 // A small service with PerCpu request metrics. `dotnet run --project samples/WebApi` serves it on
 // http://127.0.0.1:5080 (appsettings.json); scrape http://127.0.0.1:5080/metrics.
 // The same numbers reach OpenTelemetry: the SDK listens to the PerCpu.AspNetCore meter and prints it to the console
-// (Sample:ConsoleExport, every Sample:ConsoleExportIntervalSeconds), and exports OTLP when
-// OTEL_EXPORTER_OTLP_ENDPOINT is set (the standard OTEL_* variables configure it).
+// (Sample:ConsoleExport, every Sample:ConsoleExportIntervalSeconds). When OTEL_EXPORTER_OTLP_ENDPOINT is set, metrics
+// go out over OTLP too: through the SDK's exporter by default, or through PerCpu's native exporter (real OTLP
+// histograms from the per-CPU store) with Sample:OtlpExporter=percpu. The standard OTEL_* variables configure both.
 var builder = WebApplication.CreateBuilder(args);
 builder.Services.AddPerCpuMetrics();
 builder.Services.AddHealthChecks();
@@ -14,6 +15,12 @@ builder.Services.AddHealthChecks();
 bool consoleExport = builder.Configuration.GetValue("Sample:ConsoleExport", true);
 int consoleIntervalSeconds = Math.Clamp(builder.Configuration.GetValue("Sample:ConsoleExportIntervalSeconds", 10), 1, 3600);
 bool otlp = !string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]);
+bool nativeOtlp = otlp && string.Equals(builder.Configuration["Sample:OtlpExporter"], "percpu", StringComparison.OrdinalIgnoreCase);
+if (nativeOtlp)
+{
+    builder.Services.AddPerCpuOtlpExporter();
+}
+
 builder.Services.AddOpenTelemetry()
     .ConfigureResource(resource => resource.AddService(serviceName: builder.Configuration["OTEL_SERVICE_NAME"] ?? "percpu-sample"))
     .WithMetrics(metrics =>
@@ -24,7 +31,7 @@ builder.Services.AddOpenTelemetry()
             metrics.AddConsoleExporter((_, reader) => reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds = consoleIntervalSeconds * 1000);
         }
 
-        if (otlp)
+        if (otlp && !nativeOtlp)
         {
             metrics.AddOtlpExporter();
         }

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using PerCpu.AspNetCore;
 using PerCpu.AspNetCore.Internal;
+using PerCpu.AspNetCore.Otlp;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -32,6 +33,36 @@ public static class PerCpuMetricsServiceCollectionExtensions
         services.TryAddSingleton<HttpMetricsStore>();
         services.TryAddSingleton<MeterBridge>();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, RatesHostedService>());
+        return services;
+    }
+
+    /// <summary>
+    /// Adds PerCpu's own OTLP/HTTP metrics exporter: real OTLP <c>Histogram</c> (or <c>ExponentialHistogram</c>), <c>Sum</c>
+    /// and <c>Gauge</c> points straight from the per-CPU store, every <see cref="PerCpuOtlpExporterOptions.ExportInterval"/>,
+    /// from a hosted service. Configured by the standard <c>OTEL_*</c> variables, then by <paramref name="configure"/>.
+    /// Calls <see cref="AddPerCpuMetrics"/> if needed.
+    /// </summary>
+    /// <param name="services">The services.</param>
+    /// <param name="configure">Changes to the options taken from the environment.</param>
+    /// <returns>The services, for chaining.</returns>
+    public static IServiceCollection AddPerCpuOtlpExporter(this IServiceCollection services, Action<PerCpuOtlpExporterOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        services.AddPerCpuMetrics();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IConfigureOptions<PerCpuOtlpExporterOptions>, OtlpOptionsSetup>());
+        OptionsBuilder<PerCpuOtlpExporterOptions> options = services.AddOptions<PerCpuOtlpExporterOptions>().ValidateOnStart();
+        if (configure is not null)
+        {
+            options.Configure(configure);
+        }
+
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<PerCpuOtlpExporterOptions>, OtlpOptionsValidator>());
+        if (!services.Any(d => d.ServiceType == typeof(OtlpExporterService)))
+        {
+            services.AddSingleton<OtlpExporterService>();
+            services.AddHostedService(sp => sp.GetRequiredService<OtlpExporterService>());
+        }
+
         return services;
     }
 }

@@ -1,0 +1,111 @@
+using System.Globalization;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Options;
+
+namespace PerCpu.AspNetCore.Otlp;
+
+/// <summary>
+/// Defaults from the standard OpenTelemetry variables, read through <see cref="IConfiguration"/> (so environment
+/// variables, appsettings and command lines all work) or, without one, the process environment. Runs before the
+/// user's <c>configure</c> delegate, which therefore overrides it.
+/// </summary>
+internal sealed class OtlpOptionsSetup(IConfiguration? configuration = null) : IConfigureOptions<PerCpuOtlpExporterOptions>
+{
+    public void Configure(PerCpuOtlpExporterOptions options)
+    {
+        string? metricsEndpoint = Get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
+        string? endpoint = Get("OTEL_EXPORTER_OTLP_ENDPOINT");
+        if (!string.IsNullOrWhiteSpace(metricsEndpoint) && Uri.TryCreate(metricsEndpoint, UriKind.Absolute, out Uri? m))
+        {
+            options.Endpoint = m;
+        }
+        else if (!string.IsNullOrWhiteSpace(endpoint) && Uri.TryCreate(endpoint.TrimEnd('/') + "/v1/metrics", UriKind.Absolute, out Uri? e))
+        {
+            options.Endpoint = e; // the base endpoint gets the signal path appended, as the specification says
+        }
+        else
+        {
+            options.Endpoint = new Uri("http://localhost:4318/v1/metrics");
+        }
+
+        foreach ((string key, string value) in Pairs(Get("OTEL_EXPORTER_OTLP_HEADERS")).Concat(Pairs(Get("OTEL_EXPORTER_OTLP_METRICS_HEADERS"))))
+        {
+            options.Headers[key] = value;
+        }
+
+        options.Temporality = Get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")?.Trim().ToUpperInvariant() switch
+        {
+            "DELTA" or "LOWMEMORY" => OtlpTemporality.Delta,
+            _ => OtlpTemporality.Cumulative,
+        };
+
+        if (Milliseconds("OTEL_METRIC_EXPORT_INTERVAL") is TimeSpan interval)
+        {
+            options.ExportInterval = interval;
+        }
+
+        if (Milliseconds("OTEL_METRIC_EXPORT_TIMEOUT") is TimeSpan timeout)
+        {
+            options.ExportTimeout = timeout;
+        }
+
+        string? compression = Get("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION") ?? Get("OTEL_EXPORTER_OTLP_COMPRESSION");
+        options.Gzip = string.Equals(compression?.Trim(), "gzip", StringComparison.OrdinalIgnoreCase);
+
+        foreach ((string key, string value) in Pairs(Get("OTEL_RESOURCE_ATTRIBUTES")))
+        {
+            options.ResourceAttributes[key] = value;
+        }
+
+        options.ServiceName = Get("OTEL_SERVICE_NAME") is { Length: > 0 } name ? name
+            : options.ResourceAttributes.TryGetValue("service.name", out string? fromResource) ? fromResource : null;
+    }
+
+    /// <summary><c>key=value,key2=value2</c> with percent-encoded values, as the OTLP exporter specification defines.</summary>
+    internal static IEnumerable<(string Key, string Value)> Pairs(string? text)
+    {
+        foreach (string item in (text ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            int eq = item.IndexOf('=', StringComparison.Ordinal);
+            if (eq > 0)
+            {
+                yield return (Uri.UnescapeDataString(item[..eq].Trim()), Uri.UnescapeDataString(item[(eq + 1)..].Trim()));
+            }
+        }
+    }
+
+    private string? Get(string name) => configuration is null ? Environment.GetEnvironmentVariable(name) : configuration[name];
+
+    private TimeSpan? Milliseconds(string name) =>
+        int.TryParse(Get(name), NumberStyles.Integer, CultureInfo.InvariantCulture, out int ms) && ms > 0 ? TimeSpan.FromMilliseconds(ms) : null;
+}
+
+/// <summary>Fails startup with a message that names the option and the fix.</summary>
+internal sealed class OtlpOptionsValidator : IValidateOptions<PerCpuOtlpExporterOptions>
+{
+    public ValidateOptionsResult Validate(string? name, PerCpuOtlpExporterOptions options)
+    {
+        var failures = new List<string>();
+        if (options.Endpoint is not { IsAbsoluteUri: true } endpoint || (endpoint.Scheme != Uri.UriSchemeHttp && endpoint.Scheme != Uri.UriSchemeHttps))
+        {
+            failures.Add($"PerCpuOtlpExporterOptions.Endpoint '{options.Endpoint}' must be an absolute http or https URL such as http://localhost:4318/v1/metrics (or set OTEL_EXPORTER_OTLP_ENDPOINT).");
+        }
+
+        if (options.ExportInterval <= TimeSpan.Zero)
+        {
+            failures.Add($"PerCpuOtlpExporterOptions.ExportInterval is {options.ExportInterval}; give a positive interval (OTEL_METRIC_EXPORT_INTERVAL, milliseconds).");
+        }
+
+        if (options.ExportTimeout <= TimeSpan.Zero)
+        {
+            failures.Add($"PerCpuOtlpExporterOptions.ExportTimeout is {options.ExportTimeout}; give a positive timeout (OTEL_METRIC_EXPORT_TIMEOUT, milliseconds).");
+        }
+
+        if (options.RetryInitialBackoff <= TimeSpan.Zero)
+        {
+            failures.Add($"PerCpuOtlpExporterOptions.RetryInitialBackoff is {options.RetryInitialBackoff}; give a positive delay.");
+        }
+
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+}

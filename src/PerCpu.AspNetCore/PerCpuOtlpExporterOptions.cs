@@ -1,0 +1,59 @@
+namespace PerCpu.AspNetCore;
+
+/// <summary>Aggregation temporality of exported sums and histograms (up-down counters are always cumulative).</summary>
+public enum OtlpTemporality
+{
+    /// <summary>Totals since the start of the process. A failed export loses nothing: the next one carries the totals.</summary>
+    Cumulative = 0,
+
+    /// <summary>
+    /// Changes since the last successful export, from collect-and-reset reads. Deltas that could not be sent are merged
+    /// into the next export, never dropped (bounded: one pending delta per series).
+    /// </summary>
+    Delta = 1,
+}
+
+/// <summary>
+/// Options of PerCpu's own OTLP/HTTP metrics exporter (<c>services.AddPerCpuOtlpExporter(o => ...)</c>). Defaults come
+/// from the standard <c>OTEL_*</c> environment variables; values set here override them. Validated at startup.
+/// </summary>
+public sealed class PerCpuOtlpExporterOptions
+{
+    /// <summary>
+    /// The full metrics URL. Default: <c>OTEL_EXPORTER_OTLP_METRICS_ENDPOINT</c>, else <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> +
+    /// <c>/v1/metrics</c>, else <c>http://localhost:4318/v1/metrics</c>.
+    /// </summary>
+    public Uri? Endpoint { get; set; }
+
+    /// <summary>Extra request headers (authentication). Default: <c>OTEL_EXPORTER_OTLP_METRICS_HEADERS</c> / <c>OTEL_EXPORTER_OTLP_HEADERS</c>.</summary>
+    public IDictionary<string, string> Headers { get; } = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Default: <c>OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE</c> (<c>cumulative</c>; <c>delta</c> and <c>lowmemory</c> mean delta).</summary>
+    public OtlpTemporality Temporality { get; set; }
+
+    /// <summary>Time between exports. Default: <c>OTEL_METRIC_EXPORT_INTERVAL</c> milliseconds, else 60 s.</summary>
+    public TimeSpan ExportInterval { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Time an export may take, retries included. Default: <c>OTEL_METRIC_EXPORT_TIMEOUT</c> milliseconds, else 30 s.</summary>
+    public TimeSpan ExportTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Gzip the request body. Default: <c>OTEL_EXPORTER_OTLP_METRICS_COMPRESSION</c> / <c>OTEL_EXPORTER_OTLP_COMPRESSION</c> = <c>gzip</c>.</summary>
+    public bool Gzip { get; set; }
+
+    /// <summary>
+    /// Send <c>http.server.request.duration</c> as an OTLP <c>ExponentialHistogram</c> (exact PerCpu buckets, scale and offset)
+    /// instead of an explicit-bucket <c>Histogram</c> with the configured boundaries. Default false.
+    /// </summary>
+    public bool ExponentialHistogram { get; set; }
+
+    /// <summary>The <c>service.name</c> resource attribute. Default: <c>OTEL_SERVICE_NAME</c>, else <c>service.name</c> in
+    /// <c>OTEL_RESOURCE_ATTRIBUTES</c>, else <c>unknown_service:</c> + the process name.</summary>
+    public string? ServiceName { get; set; }
+
+    /// <summary>Resource attributes. Default: <c>OTEL_RESOURCE_ATTRIBUTES</c> (<c>key=value,key2=value2</c>).</summary>
+    public IDictionary<string, string> ResourceAttributes { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>First retry delay after a 429/502/503/504 or a network error; doubles on each retry, with ±20% jitter,
+    /// unless the server sends <c>Retry-After</c>. Default 1 s.</summary>
+    public TimeSpan RetryInitialBackoff { get; set; } = TimeSpan.FromSeconds(1);
+}

@@ -1,0 +1,108 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.IO.Compression;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+
+namespace PerCpu.AspNetCore.Tests;
+
+/// <summary>
+/// A loopback OTLP/HTTP receiver on Kestrel: records each request body (gunzipped when sent with gzip) and answers as
+/// <see cref="Respond"/> says for the n-th request (default 200 with an empty protobuf response).
+/// </summary>
+internal sealed class OtlpReceiver : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private OtlpReceiver(WebApplication app, int port)
+    {
+        _app = app;
+        Endpoint = new Uri($"http://127.0.0.1:{port}/v1/metrics");
+    }
+
+    public Uri Endpoint { get; }
+
+    public ConcurrentQueue<(DateTimeOffset At, byte[] Body, string? Encoding, string? ContentType, string? Authorization)> Requests { get; } = new();
+
+    /// <summary>The n-th request (1-based) → status, extra headers and body.</summary>
+    public Func<int, (int Status, Dictionary<string, string> Headers, byte[] Body)> Respond { get; set; } = _ => (200, [], []);
+
+    public static async Task<OtlpReceiver> StartAsync(int? port = null)
+    {
+        int p = port ?? SampleProcess.FreePort();
+        WebApplicationBuilder b = WebApplication.CreateSlimBuilder();
+        b.WebHost.UseUrls($"http://127.0.0.1:{p}");
+        b.Logging.ClearProviders();
+        WebApplication app = b.Build();
+        var receiver = new OtlpReceiver(app, p);
+        int count = 0;
+        app.MapPost("/v1/metrics", async (HttpContext context) =>
+        {
+            using var buffer = new MemoryStream();
+            Stream body = context.Request.Headers.ContentEncoding == "gzip" ? new GZipStream(context.Request.Body, CompressionMode.Decompress) : context.Request.Body;
+            await body.CopyToAsync(buffer);
+            receiver.Requests.Enqueue((DateTimeOffset.UtcNow, buffer.ToArray(), context.Request.Headers.ContentEncoding, context.Request.ContentType, context.Request.Headers.Authorization));
+            (int status, Dictionary<string, string> headers, byte[] reply) = receiver.Respond(Interlocked.Increment(ref count));
+            context.Response.StatusCode = status;
+            foreach ((string k, string v) in headers)
+            {
+                context.Response.Headers[k] = v;
+            }
+
+            context.Response.ContentType = "application/x-protobuf";
+            await context.Response.Body.WriteAsync(reply);
+        });
+        await app.StartAsync();
+        return receiver;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+
+    /// <summary>Decodes a request body with OpenTelemetry JS's generated OTLP definitions (tests/otlp-decoder).</summary>
+    public static JsonElement Decode(byte[] body)
+    {
+        string decoder = Path.Combine(RepositoryRoot(), "tests", "otlp-decoder", "decode.js");
+        if (!Directory.Exists(Path.Combine(Path.GetDirectoryName(decoder)!, "node_modules", "@opentelemetry", "otlp-transformer")))
+        {
+            Assert.True(Environment.GetEnvironmentVariable("PERCPU_REQUIRE_TOOLS") != "1", "tests/otlp-decoder has no node_modules: eng/test.sh runs npm ci there");
+            Assert.Skip("run `npm ci --prefix tests/otlp-decoder` (eng/test.sh does) to decode OTLP with OpenTelemetry JS");
+        }
+
+        string file = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllBytes(file, body);
+            var psi = new ProcessStartInfo("node") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            psi.ArgumentList.Add(decoder);
+            psi.ArgumentList.Add(file);
+            using Process node = Process.Start(psi)!;
+            Task<string> stdout = node.StandardOutput.ReadToEndAsync();
+            string stderr = node.StandardError.ReadToEnd();
+            node.WaitForExit(30_000);
+            Assert.True(node.ExitCode == 0, "the OpenTelemetry JS decoder rejected the request: " + stderr);
+            return JsonDocument.Parse(stdout.Result).RootElement.Clone();
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    internal static string RepositoryRoot()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Solution.sln")))
+        {
+            dir = dir.Parent;
+        }
+
+        return dir?.FullName ?? throw new InvalidOperationException("repository root not found");
+    }
+}

@@ -2,10 +2,22 @@ using BenchmarkDotNet.Running;
 using PerCpu.Benchmarks;
 
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- contention [options]   multi-threaded harness
+// dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- endtoend [options]     wrk against 4 variants (benchmarks/endtoend/run.sh)
+// dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- plots                   docs/*.svg from benchmarks/results/*.csv
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- [BenchmarkDotNet args]   single-thread costs
 if (args.Length > 0 && args[0] == "contention")
 {
     return Contention.Run(args[1..]);
+}
+
+if (args.Length > 0 && args[0] == "endtoend")
+{
+    return EndToEnd.Run(args[1..]);
+}
+
+if (args.Length > 0 && args[0] == "plots")
+{
+    return Plots.Run(args[1..]);
 }
 
 BenchmarkSwitcher.FromAssembly(typeof(Contention).Assembly).Run(args);

@@ -1,6 +1,6 @@
 // Load: a constant arrival rate on the fast and parameterized routes, the steady state of a busy service.
 // k6 run -e RATE=500 -e DURATION=2m -e VUS=100 k6/load.js
-import { DURATION, RATE, ROUTES, VUS, before, iteration, summary, thresholds, verifyNothingLost } from './lib/common.js';
+import { DURATION, RATE, ROUTES, VUS, iteration, lifecycle, thresholds } from './lib/common.js';
 
 const MIX = ROUTES.filter((r) => r.name === 'fast' || r.name === 'notfound');
 
@@ -11,20 +11,11 @@ export const options = {
   thresholds: thresholds({ http_req_duration: ['p(95)<100', 'p(99)<250'] }),
 };
 
-export function setup() {
-  return before();
-}
+const hooks = lifecycle('load', MIX);
+export const setup = hooks.setup;
+export const teardown = hooks.teardown;
+export const handleSummary = hooks.handleSummary;
 
 export default function () {
   iteration(MIX);
-}
-
-/** @param {{ counts: Record<string, number> }} data */
-export function teardown(data) {
-  verifyNothingLost(data, MIX);
-}
-
-/** @param {any} data */
-export function handleSummary(data) {
-  return summary('load', data);
 }

@@ -1,6 +1,6 @@
 // Mixed: fast, slow, 4xx, throwing and parameterized routes in set proportions (12:2:3:1:2, see lib/common.js).
 // k6 run -e RATE=200 -e DURATION=1m -e VUS=100 -e SLOW_MS=50 k6/mixed.js
-import { DURATION, RATE, ROUTES, VUS, before, iteration, summary, thresholds, verifyNothingLost } from './lib/common.js';
+import { DURATION, RATE, ROUTES, VUS, iteration, lifecycle, thresholds } from './lib/common.js';
 
 export const options = {
   scenarios: {
@@ -12,20 +12,11 @@ export const options = {
   }),
 };
 
-export function setup() {
-  return before();
-}
+const hooks = lifecycle('mixed', ROUTES);
+export const setup = hooks.setup;
+export const teardown = hooks.teardown;
+export const handleSummary = hooks.handleSummary;
 
 export default function () {
   iteration(ROUTES);
-}
-
-/** @param {{ counts: Record<string, number> }} data */
-export function teardown(data) {
-  verifyNothingLost(data, ROUTES);
-}
-
-/** @param {any} data */
-export function handleSummary(data) {
-  return summary('mixed', data);
 }

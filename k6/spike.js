@@ -1,6 +1,6 @@
 // Spike: ramp the arrival rate from a trickle to 10x RATE and back, to see the metrics keep up under a burst.
 // k6 run -e RATE=300 -e DURATION=20s -e VUS=200 k6/spike.js
-import { DURATION, RATE, ROUTES, VUS, before, iteration, summary, thresholds, verifyNothingLost } from './lib/common.js';
+import { DURATION, RATE, ROUTES, VUS, iteration, lifecycle, thresholds } from './lib/common.js';
 
 const MIX = ROUTES.filter((r) => r.name === 'fast' || r.name === 'notfound');
 
@@ -23,20 +23,11 @@ export const options = {
   thresholds: thresholds({ http_req_duration: ['p(95)<500', 'p(99)<1500'] }),
 };
 
-export function setup() {
-  return before();
-}
+const hooks = lifecycle('spike', MIX);
+export const setup = hooks.setup;
+export const teardown = hooks.teardown;
+export const handleSummary = hooks.handleSummary;
 
 export default function () {
   iteration(MIX);
-}
-
-/** @param {{ counts: Record<string, number> }} data */
-export function teardown(data) {
-  verifyNothingLost(data, MIX);
-}
-
-/** @param {any} data */
-export function handleSummary(data) {
-  return summary('spike', data);
 }

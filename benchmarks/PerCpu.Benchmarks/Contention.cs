@@ -19,12 +19,12 @@ internal static class Contention
 {
     public static int Run(string[] args)
     {
-        string suite = Arg(args, "--suite", "counters");
-        int rounds = int.Parse(Arg(args, "--rounds", "5"), CultureInfo.InvariantCulture);
-        int ms = int.Parse(Arg(args, "--ms", "300"), CultureInfo.InvariantCulture);
+        string suite = Statistics.Arg(args, "--suite", "counters");
+        int rounds = int.Parse(Statistics.Arg(args, "--rounds", "5"), CultureInfo.InvariantCulture);
+        int ms = int.Parse(Statistics.Arg(args, "--ms", "300"), CultureInfo.InvariantCulture);
         int cores = Environment.ProcessorCount;
-        int[] threads = Arg(args, "--threads", $"1,{cores},{4 * cores}").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).Distinct().ToArray();
-        string output = Arg(args, "--out", Path.Combine("BenchmarkDotNet.Artifacts", $"contention-{suite}.csv"));
+        int[] threads = Statistics.Arg(args, "--threads", $"1,{cores},{4 * cores}").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).Distinct().ToArray();
+        string output = Statistics.Arg(args, "--out", Path.Combine("BenchmarkDotNet.Artifacts", $"contention-{suite}.csv"));
 
         Console.WriteLine($"# PerCpu contention harness: suite {suite}, {rounds} rounds x {ms} ms, threads {string.Join(",", threads)}");
         Console.WriteLine($"# {Environment.MachineName}: {cores} logical CPUs, {RuntimeInformationText()}");
@@ -74,7 +74,7 @@ internal static class Contention
         Console.WriteLine("|---|" + string.Join("", threads.Select(_ => "---:|")));
         foreach (Case c in cases)
         {
-            Console.WriteLine($"| {c.Name} | " + string.Join(" | ", threads.Select(t => Summary(results[(c.Name, t)]))) + " |");
+            Console.WriteLine($"| {c.Name} | " + string.Join(" | ", threads.Select(t => Statistics.Summary(results[(c.Name, t)], "0.0"))) + " |");
         }
 
         if (ratios.Count > 0)
@@ -89,7 +89,7 @@ internal static class Contention
                 Console.WriteLine($"| {name} | " + string.Join(" | ", threads.Select(t =>
                 {
                     List<double> a = results[(num, t)], b = results[(den, t)];
-                    return Summary(a.Zip(b, (x, y) => x / y).ToList(), "0.00") + "x";
+                    return Statistics.Summary([.. a.Zip(b, (x, y) => x / y)], "0.00") + "x";
                 })) + " |");
             }
         }
@@ -133,18 +133,7 @@ internal static class Contention
         return total / seconds / 1e6;
     }
 
-    private static string Summary(List<double> values, string format = "0.0")
-    {
-        double[] sorted = [.. values.Order()];
-        double median = sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
-        return string.Create(CultureInfo.InvariantCulture, $"{median.ToString(format, CultureInfo.InvariantCulture)} ({sorted[0].ToString(format, CultureInfo.InvariantCulture)}-{sorted[^1].ToString(format, CultureInfo.InvariantCulture)})");
-    }
 
-    private static string Arg(string[] args, string name, string fallback)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
-    }
 
     private static string RuntimeInformationText() =>
         $"{System.Runtime.InteropServices.RuntimeInformation.FrameworkDescription}, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, {CpuModel()}";

@@ -19,16 +19,16 @@ internal static partial class EndToEnd
 
     public static int Run(string[] args)
     {
-        string app = Arg(args, "--app", "benchmarks/EndToEndApp/bin/Release/net10.0/EndToEndApp.dll");
-        string lua = Arg(args, "--lua", "benchmarks/endtoend/mixed.lua");
-        int rounds = int.Parse(Arg(args, "--rounds", "10"), CultureInfo.InvariantCulture);
-        int seconds = int.Parse(Arg(args, "--seconds", "5"), CultureInfo.InvariantCulture);
-        int warmup = int.Parse(Arg(args, "--warmup", "2"), CultureInfo.InvariantCulture);
-        int connections = int.Parse(Arg(args, "--connections", "64"), CultureInfo.InvariantCulture);
-        int threads = int.Parse(Arg(args, "--threads", "2"), CultureInfo.InvariantCulture);
-        string output = Arg(args, "--out", Path.Combine("BenchmarkDotNet.Artifacts", "endtoend.csv"));
-        string[] shapes = Arg(args, "--shapes", "one-route,mixed").Split(',');
-        s_variants = Arg(args, "--variants", string.Join(',', s_variants)).Split(',');
+        string app = Statistics.Arg(args, "--app", "benchmarks/EndToEndApp/bin/Release/net10.0/EndToEndApp.dll");
+        string lua = Statistics.Arg(args, "--lua", "benchmarks/endtoend/mixed.lua");
+        int rounds = int.Parse(Statistics.Arg(args, "--rounds", "10"), CultureInfo.InvariantCulture);
+        int seconds = int.Parse(Statistics.Arg(args, "--seconds", "5"), CultureInfo.InvariantCulture);
+        int warmup = int.Parse(Statistics.Arg(args, "--warmup", "2"), CultureInfo.InvariantCulture);
+        int connections = int.Parse(Statistics.Arg(args, "--connections", "64"), CultureInfo.InvariantCulture);
+        int threads = int.Parse(Statistics.Arg(args, "--threads", "2"), CultureInfo.InvariantCulture);
+        string output = Statistics.Arg(args, "--out", Path.Combine("BenchmarkDotNet.Artifacts", "endtoend.csv"));
+        string[] shapes = Statistics.Arg(args, "--shapes", "one-route,mixed").Split(',');
+        s_variants = Statistics.Arg(args, "--variants", string.Join(',', s_variants)).Split(',');
 
         Console.WriteLine($"# end to end: {rounds} rounds x {shapes.Length} shapes x {s_variants.Length} variants; wrk -t{threads} -c{connections} -d{seconds}s --latency, {warmup}s warm-up; a fresh server per measurement");
         var rows = new List<Row>();
@@ -72,8 +72,8 @@ internal static partial class EndToEnd
                 double[] ratio = [.. v.Select(r => r.Rps / none[r.Round].Rps)];
                 double[] addedCpu = [.. v.Select(r => r.CpuUsPerRequest - none[r.Round].CpuUsPerRequest)];
                 double[] addedAlloc = [.. v.Select(r => r.AllocPerRequest - none[r.Round].AllocPerRequest)];
-                string counting = variant == "none" ? "-" : Summary([.. v.Select(r => (double)(r.Scraped - r.Requests))], "0");
-                sb.AppendLine(CultureInfo.InvariantCulture, $"| {variant} | {Summary([.. v.Select(r => r.Rps)], "0")} | {Summary(ratio, "0.00")} | {Summary([.. v.Select(r => r.P50)], "0.00")} | {Summary([.. v.Select(r => r.P99)], "0.00")} | {Summary([.. v.Select(r => r.CpuUsPerRequest)], "0.00")} | {Summary(addedCpu, "0.00")} | {Summary([.. v.Select(r => r.AllocPerRequest)], "0")} | {Summary(addedAlloc, "0")} | {counting} |");
+                string counting = variant == "none" ? "-" : Statistics.Summary([.. v.Select(r => (double)(r.Scraped - r.Requests))], "0", " to ");
+                sb.AppendLine(CultureInfo.InvariantCulture, $"| {variant} | {Statistics.Summary([.. v.Select(r => r.Rps)], "0", " to ")} | {Statistics.Summary(ratio, "0.00", " to ")} | {Statistics.Summary([.. v.Select(r => r.P50)], "0.00", " to ")} | {Statistics.Summary([.. v.Select(r => r.P99)], "0.00", " to ")} | {Statistics.Summary([.. v.Select(r => r.CpuUsPerRequest)], "0.00", " to ")} | {Statistics.Summary(addedCpu, "0.00", " to ")} | {Statistics.Summary([.. v.Select(r => r.AllocPerRequest)], "0", " to ")} | {Statistics.Summary(addedAlloc, "0", " to ")} | {counting} |");
             }
 
             sb.AppendLine();
@@ -241,18 +241,7 @@ internal static partial class EndToEnd
         return port;
     }
 
-    private static string Summary(double[] values, string format)
-    {
-        double[] sorted = [.. values.Order()];
-        double median = sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
-        return string.Create(CultureInfo.InvariantCulture, $"{median.ToString(format, CultureInfo.InvariantCulture)} ({sorted[0].ToString(format, CultureInfo.InvariantCulture)} to {sorted[^1].ToString(format, CultureInfo.InvariantCulture)})");
-    }
 
-    private static string Arg(string[] args, string name, string fallback)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
-    }
 
     [GeneratedRegex(@"(\d+) requests in")]
     private static partial Regex TotalRequests();

@@ -47,7 +47,7 @@ internal static class Plots
         File.ReadLines(csv).Skip(1)
             .Select(l => (Case: l[1..l.LastIndexOf('"')], Fields: l[(l.LastIndexOf('"') + 2)..].Split(',')))
             .GroupBy(r => (r.Case, int.Parse(r.Fields[0], CultureInfo.InvariantCulture)))
-            .ToDictionary(g => g.Key, g => Median([.. g.Select(r => double.Parse(r.Fields[2], CultureInfo.InvariantCulture))]));
+            .ToDictionary(g => g.Key, g => Statistics.Median([.. g.Select(r => double.Parse(r.Fields[2], CultureInfo.InvariantCulture))]));
 
     private static string LineChart(string title, Dictionary<(string Case, int Threads), double> data, string[] cases)
     {
@@ -85,7 +85,7 @@ internal static class Plots
         const int W = 760, H = 400, L = 70, R = 20, T = 40, B = 110;
         string[] shapes = [.. rows.Select(r => r[1]).Distinct()];
         string[] variants = ["none", "percpu", "otel", "promnet"];
-        var medians = variants.SelectMany(v => shapes.Select(s => (v, s, Median([.. rows.Where(r => r[2] == v && r[1] == s).Select(r => double.Parse(r[column], CultureInfo.InvariantCulture))]))))
+        var medians = variants.SelectMany(v => shapes.Select(s => (v, s, Statistics.Median([.. rows.Where(r => r[2] == v && r[1] == s).Select(r => double.Parse(r[column], CultureInfo.InvariantCulture))]))))
             .ToDictionary(x => (x.v, x.s), x => x.Item3);
         double max = Nice(medians.Values.Where(double.IsFinite).Max() * 1.15);
         var svg = Begin(W, H, title);
@@ -163,14 +163,4 @@ internal static class Plots
         return 10 * magnitude;
     }
 
-    private static double Median(double[] values)
-    {
-        if (values.Length == 0)
-        {
-            return double.NaN;
-        }
-
-        double[] s = [.. values.Order()];
-        return s.Length % 2 == 1 ? s[s.Length / 2] : (s[(s.Length / 2) - 1] + s[s.Length / 2]) / 2;
-    }
 }

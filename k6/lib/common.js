@@ -153,3 +153,19 @@ export function summary(script, data) {
     stdout: `${script}: ${reqs} requests, checks ${checks.passes} passed / ${checks.fails} failed\n`,
   };
 }
+
+/**
+ * The lifecycle every script exports: setup() scrapes, teardown() verifies nothing was lost for `routes`, and
+ * handleSummary() writes the JSON summary. Scripts re-export these as their own named exports.
+ * @param {string} script
+ * @param {Route[]} routes
+ */
+export function lifecycle(script, routes) {
+  return {
+    setup: before,
+    /** @param {{ counts: Record<string, number> }} data */
+    teardown: (data) => verifyNothingLost(data, routes),
+    /** @param {any} data */
+    handleSummary: (data) => summary(script, data),
+  };
+}

@@ -152,10 +152,6 @@ public sealed class HistogramLayout : IEquatable<HistogramLayout>
         return Tables.Index((ulong)BitConverter.DoubleToInt64Bits(value));
     }
 
-    /// <summary>Lower boundary of bucket <paramref name="index"/> (<c>base^index</c>), for exposition.</summary>
-    /// <param name="index">An exponential bucket index.</param>
-    public double LowerBoundary(int index) => Math.Pow(2, Math.ScaleB(index, -Scale));
-
     /// <inheritdoc/>
     public bool Equals(HistogramLayout? other) =>
         other is not null && (ReferenceEquals(this, other) || (Scale == other.Scale && MinExponent == other.MinExponent && MaxExponent == other.MaxExponent && Boundaries.AsSpan().SequenceEqual(other.Boundaries)));

@@ -262,7 +262,7 @@ public sealed class HistogramSnapshot
 
         long[] cumulative = new long[boundaries.Length];
         Cumulative(layout, cells, cumulative);
-        double sum = BitConverter.Int64BitsToDouble(cells[ShardLayout.Sum]) + (cells[ShardLayout.SumTicks] * (1.0 / System.Diagnostics.Stopwatch.Frequency));
+        double sum = PerCpuHistogram.SumOf(cells);
         return new HistogramSnapshot(layout.Scale, layout.MinExponent, layout.MaxExponent, boundaries, exp, cumulative,
             cells[ShardLayout.Zero], cells[ShardLayout.Underflow], cells[ShardLayout.Overflow], cells[ShardLayout.Invalid],
             sum, extremes.Min, extremes.Max, delta);

@@ -157,7 +157,7 @@ public sealed class PerCpuHistogram
         {
             Array.Clear(buffer, 0, _shardLength);
             ReadCellsInto(buffer, vectorized: true);
-            sum = BitConverter.Int64BitsToDouble(buffer[ShardLayout.Sum]) + (buffer[ShardLayout.SumTicks] * Ticks.SecondsPerTick);
+            sum = SumOf(buffer);
             invalid = buffer[ShardLayout.Invalid];
             return HistogramSnapshot.Cumulative(_layout, buffer.AsSpan(0, _shardLength), cumulativeCounts);
         }
@@ -330,6 +330,10 @@ public sealed class PerCpuHistogram
         fresh[ShardLayout.Max] = fresh[ShardLayout.DeltaMax] = s_negativeInfinityBits;
         return Interlocked.CompareExchange(ref _shards[slot], fresh, null) ?? fresh;
     }
+
+    /// <summary>The sum of merged cells: the double sum of Record plus the integer tick sum of RecordTicks, in seconds.</summary>
+    internal static double SumOf(ReadOnlySpan<long> cells) =>
+        BitConverter.Int64BitsToDouble(cells[ShardLayout.Sum]) + (cells[ShardLayout.SumTicks] * Ticks.SecondsPerTick);
 
     private static class Ticks
     {

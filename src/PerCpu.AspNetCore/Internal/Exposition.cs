@@ -31,7 +31,7 @@ internal static class Exposition
         string[] le = [.. store.Layout.ExplicitBoundaries.Select(b => ",le=\"" + Number(b) + "\"")];
         long[] cumulative = new long[le.Length];
         long invalid = 0;
-        foreach (RequestSeries s in store.Endpoints().Where(e => !e.Excluded).SelectMany(e => e.Series()).Append(store.OverflowSeries))
+        foreach (RequestSeries s in store.RecordedSeries())
         {
             long count = s.Duration.ReadExplicitBuckets(cumulative, out double sum, out long seriesInvalid);
             invalid += seriesInvalid;
@@ -53,16 +53,9 @@ internal static class Exposition
 
         // http.server.active_requests: an up-down counter, a gauge in Prometheus.
         Header(w, Active, "gauge", "Number of active HTTP server requests.", null);
-        for (int m = 0; m < Labels.Methods.Length; m++)
+        foreach ((string method, string scheme, long value) in store.ActiveRequests())
         {
-            for (int sc = 0; sc < Labels.Schemes.Length; sc++)
-            {
-                long value = store.Active[(m * 2) + sc].Sum();
-                if (value != 0 || (m == 1 && sc == 0))
-                {
-                    Sample(w, Active, $"http_request_method=\"{Labels.Methods[m]}\",url_scheme=\"{Labels.Schemes[sc]}\"", null, null, value);
-                }
-            }
+            Sample(w, Active, $"http_request_method=\"{method}\",url_scheme=\"{scheme}\"", null, null, value);
         }
 
         // Request rates, computed from the per-second ring.

@@ -103,6 +103,32 @@ internal sealed class HttpMetricsStore
 
     public IEnumerable<EndpointMetrics> Endpoints() => _byRoute.Values;
 
+    /// <summary>
+    /// Every series a reader reports: those of endpoints that are not excluded, then the overflow series. The one walk
+    /// the scrape, the meter and the OTLP exporter share.
+    /// </summary>
+    public IEnumerable<RequestSeries> RecordedSeries() =>
+        Endpoints().Where(e => !e.Excluded).SelectMany(e => e.Series()).Append(OverflowSeries);
+
+    /// <summary>
+    /// <c>http.server.active_requests</c> by method and scheme: GET over http always (so the metric exists at rest),
+    /// any other combination while it is non-zero.
+    /// </summary>
+    public IEnumerable<(string Method, string Scheme, long Value)> ActiveRequests()
+    {
+        for (int m = 0; m < Labels.Methods.Length; m++)
+        {
+            for (int sc = 0; sc < Labels.Schemes.Length; sc++)
+            {
+                long value = Active[(m * 2) + sc].Sum();
+                if (value != 0 || (m == 1 && sc == 0))
+                {
+                    yield return (Labels.Methods[m], Labels.Schemes[sc], value);
+                }
+            }
+        }
+    }
+
     public string? ErrorTypeName(int index) => index == 0 ? null : _errorNames[index] ?? Labels.Other;
 
     /// <summary>Index of an exception type for <c>error.type</c> (the exception path only, never the common path).</summary>

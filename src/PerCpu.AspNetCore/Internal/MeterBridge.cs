@@ -35,7 +35,7 @@ internal sealed class MeterBridge : IDisposable
     public void Dispose() => Meter.Dispose();
 
     private IEnumerable<(RequestSeries Series, HistogramSnapshot Snapshot)> Snapshots() =>
-        _store.Endpoints().Where(e => !e.Excluded).SelectMany(e => e.Series()).Append(_store.OverflowSeries)
+        _store.RecordedSeries()
             .Select(s => (s, s.Duration.Snapshot()))
             .Where(x => !x.s.IsOverflow || x.Item2.Count > 0);
 
@@ -56,20 +56,8 @@ internal sealed class MeterBridge : IDisposable
 
     private IEnumerable<Measurement<double>> Sums() => Snapshots().Select(x => new Measurement<double>(x.Snapshot.Sum, Tags(x.Series, null)));
 
-    private IEnumerable<Measurement<long>> ActiveRequests()
-    {
-        for (int m = 0; m < Labels.Methods.Length; m++)
-        {
-            for (int sc = 0; sc < Labels.Schemes.Length; sc++)
-            {
-                long value = _store.Active[(m * 2) + sc].Sum();
-                if (value != 0 || (m == 1 && sc == 0)) // as the scrape: GET over http always, others while non-zero
-                {
-                    yield return new Measurement<long>(value, new("http.request.method", Labels.Methods[m]), new("url.scheme", Labels.Schemes[sc]));
-                }
-            }
-        }
-    }
+    private IEnumerable<Measurement<long>> ActiveRequests() =>
+        _store.ActiveRequests().Select(a => new Measurement<long>(a.Value, new("http.request.method", a.Method), new("url.scheme", a.Scheme)));
 
     private IEnumerable<Measurement<double>> RequestRates() =>
         _store.Rates.Read().Select(r => r.Route is null
@@ -87,7 +75,7 @@ internal sealed class MeterBridge : IDisposable
         {
             new("http.request.method", s.Method),
             new("http.route", s.Route),
-            new("http.response.status_code", int.TryParse(s.Status, NumberStyles.None, CultureInfo.InvariantCulture, out int code) ? code : s.Status),
+            new("http.response.status_code", s.StatusCode),
             new("url.scheme", s.Scheme),
             new("network.protocol.version", s.Protocol),
         };

@@ -11,6 +11,9 @@ internal sealed class RequestSeries(int key, string route, int method, int statu
 
     public string Status { get; } = Labels.Statuses[status];
 
+    /// <summary>The <c>http.response.status_code</c> attribute: the code as an int, or <c>_OTHER</c> outside 100-599.</summary>
+    public object StatusCode { get; } = status == Labels.StatusOther ? Labels.Other : 100 + status;
+
     public string Scheme { get; } = Labels.Schemes[scheme];
 
     public string Protocol { get; } = Labels.Protocols[protocol];

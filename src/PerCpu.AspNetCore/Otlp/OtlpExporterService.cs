@@ -43,9 +43,6 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
         _processStart = _lastExport = UnixNano(time.GetUtcNow());
     }
 
-    /// <summary>Successful exports so far (tests and diagnostics).</summary>
-    public int Exports { get; private set; }
-
     public Task StartAsync(CancellationToken cancellationToken)
     {
         _stopping = new CancellationTokenSource();
@@ -138,7 +135,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
     private OtlpBatch Collect(ulong now)
     {
         var durations = new List<HistogramPoint>();
-        foreach (RequestSeries series in _store.Endpoints().Where(e => !e.Excluded).SelectMany(e => e.Series()).Append(_store.OverflowSeries))
+        foreach (RequestSeries series in _store.RecordedSeries())
         {
             if (_options.Temporality == OtlpTemporality.Cumulative)
             {
@@ -165,22 +162,9 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
             }
         }
 
-        var active = new List<(string, string, long)>();
-        for (int m = 0; m < Labels.Methods.Length; m++)
-        {
-            for (int sc = 0; sc < Labels.Schemes.Length; sc++)
-            {
-                long value = _store.Active[(m * 2) + sc].Sum();
-                if (value != 0 || (m == 1 && sc == 0))
-                {
-                    active.Add((Labels.Methods[m], Labels.Schemes[sc], value));
-                }
-            }
-        }
-
         long overflow = _store.OverflowRecords;
         bool isDelta = _options.Temporality == OtlpTemporality.Delta;
-        return new OtlpBatch(now, _processStart, _options.Temporality, durations, active, _store.Rates.Read(), _store.SeriesCount,
+        return new OtlpBatch(now, _processStart, _options.Temporality, durations, [.. _store.ActiveRequests()], _store.Rates.Read(), _store.SeriesCount,
             isDelta ? overflow - _overflowSent : overflow, isDelta ? _lastExport : _processStart);
     }
 
@@ -283,7 +267,6 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
 
     private void Succeeded()
     {
-        Exports++;
         if (_consecutiveFailures > 0)
         {
             LogRecovered(_logger, _consecutiveFailures, _options.Endpoint!);

@@ -221,8 +221,7 @@ internal static class OtlpMetricsEncoder
 
         p.Message(field, ("http.request.method", (object)s.Method), KeyValue);
         p.Message(field, ("http.route", (object)s.Route), KeyValue);
-        object status = int.TryParse(s.Status, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int code) ? code : s.Status;
-        p.Message(field, ("http.response.status_code", status), KeyValue);
+        p.Message(field, ("http.response.status_code", s.StatusCode), KeyValue);
         p.Message(field, ("url.scheme", (object)s.Scheme), KeyValue);
         p.Message(field, ("network.protocol.version", (object)s.Protocol), KeyValue);
         if (s.ErrorType is not null)

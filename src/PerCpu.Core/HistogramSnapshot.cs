@@ -9,6 +9,12 @@ namespace PerCpu;
 /// histograms and processes; differing scales are reconciled by downscaling the finer one (exact: bucket <c>i</c> at
 /// scale <c>s</c> lies inside bucket <c>i &gt;&gt; d</c> at scale <c>s − d</c>).
 /// </summary>
+/// <remarks>
+/// A snapshot taken while writers run is not an atomic cut: each bucket count is a value that existed during the read,
+/// <see cref="Count"/> is the sum of those buckets (so count and buckets always agree), and <see cref="Sum"/>,
+/// <see cref="Min"/> and <see cref="Max"/> may include a few records whose bucket increment the read did not see. Taken
+/// at quiescence, it is exact. Once taken it never changes.
+/// </remarks>
 public sealed class HistogramSnapshot
 {
     private readonly long[] _exponential;

@@ -37,6 +37,13 @@ public sealed class PerCpuOtlpExporterOptions
     /// <summary>Time an export may take, retries included. Default: <c>OTEL_METRIC_EXPORT_TIMEOUT</c> milliseconds, else 30 s.</summary>
     public TimeSpan ExportTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// Time the final export on shutdown may take, retries included. The final export also stops when the host's shutdown
+    /// token fires (<c>HostOptions.ShutdownTimeout</c>, 30 s by default), and never takes longer than
+    /// <see cref="ExportTimeout"/>. What it could not send is logged once, with its size, and dropped. Default 5 s.
+    /// </summary>
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Gzip the request body. Default: <c>OTEL_EXPORTER_OTLP_METRICS_COMPRESSION</c> / <c>OTEL_EXPORTER_OTLP_COMPRESSION</c> = <c>gzip</c>.</summary>
     public bool Gzip { get; set; }
 
@@ -53,7 +60,11 @@ public sealed class PerCpuOtlpExporterOptions
     /// <summary>Resource attributes. Default: <c>OTEL_RESOURCE_ATTRIBUTES</c> (<c>key=value,key2=value2</c>).</summary>
     public IDictionary<string, string> ResourceAttributes { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
 
-    /// <summary>First retry delay after a 429/502/503/504 or a network error; doubles on each retry, with ±20% jitter,
-    /// unless the server sends <c>Retry-After</c>. Default 1 s.</summary>
+    /// <summary>
+    /// First retry delay after a 429/502/503/504 or a network error; doubles on each retry (up to 30 s), with ±20% jitter.
+    /// A <c>Retry-After</c> from the collector lengthens the wait, never shortens it below this backoff; a wait that would
+    /// end after the export's deadline ends the export instead (the data is kept for the next one). At least 10 ms.
+    /// Default 1 s.
+    /// </summary>
     public TimeSpan RetryInitialBackoff { get; set; } = TimeSpan.FromSeconds(1);
 }

@@ -27,6 +27,15 @@ internal sealed class OtlpReceiver : IAsyncDisposable
 
     public ConcurrentQueue<(DateTimeOffset At, byte[] Body, string? Encoding, string? ContentType, string? Authorization)> Requests { get; } = new();
 
+    /// <summary>Bodies of the requests answered with a 2xx status: what the collector accepted.</summary>
+    public ConcurrentQueue<byte[]> Accepted { get; } = new();
+
+    /// <summary>
+    /// Runs before <see cref="Respond"/> for the n-th request (1-based) once its body is read; returns true when it took
+    /// over the answer (a hang, a reset, a slow answer).
+    /// </summary>
+    public Func<int, HttpContext, Task<bool>>? Intercept { get; set; }
+
     /// <summary>The n-th request (1-based) → status, extra headers and body.</summary>
     public Func<int, (int Status, Dictionary<string, string> Headers, byte[] Body)> Respond { get; set; } = _ => (200, [], []);
 
@@ -41,11 +50,22 @@ internal sealed class OtlpReceiver : IAsyncDisposable
         int count = 0;
         app.MapPost("/v1/metrics", async (HttpContext context) =>
         {
+            int n = Interlocked.Increment(ref count);
+            if (receiver.Intercept is { } intercept && await intercept(n, context))
+            {
+                return;
+            }
+
             using var buffer = new MemoryStream();
             Stream body = context.Request.Headers.ContentEncoding == "gzip" ? new GZipStream(context.Request.Body, CompressionMode.Decompress) : context.Request.Body;
             await body.CopyToAsync(buffer);
             receiver.Requests.Enqueue((DateTimeOffset.UtcNow, buffer.ToArray(), context.Request.Headers.ContentEncoding, context.Request.ContentType, context.Request.Headers.Authorization));
-            (int status, Dictionary<string, string> headers, byte[] reply) = receiver.Respond(Interlocked.Increment(ref count));
+            (int status, Dictionary<string, string> headers, byte[] reply) = receiver.Respond(n);
+            if (status is >= 200 and < 300)
+            {
+                receiver.Accepted.Enqueue(buffer.ToArray());
+            }
+
             context.Response.StatusCode = status;
             foreach ((string k, string v) in headers)
             {

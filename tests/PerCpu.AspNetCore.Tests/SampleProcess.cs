@@ -97,6 +97,26 @@ internal sealed class SampleProcess : IAsyncDisposable
             .ToDictionary(g => g.Key, g => g.Sum(s => s.Value));
     }
 
+    /// <summary>Sends SIGTERM (what Kubernetes sends on every deploy) and waits up to <paramref name="limit"/> for the exit.</summary>
+    /// <returns>The exit code (null: still running at the limit, then killed) and how long the stop took.</returns>
+    public async Task<(int? ExitCode, TimeSpan Took)> TerminateAsync(TimeSpan limit)
+    {
+        var clock = Stopwatch.StartNew();
+        Assert.Equal(0, Kill(_process.Id, 15));
+        try
+        {
+            await _process.WaitForExitAsync().WaitAsync(limit);
+            return (_process.ExitCode, clock.Elapsed);
+        }
+        catch (TimeoutException)
+        {
+            return (null, clock.Elapsed);
+        }
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int Kill(int pid, int signal);
+
     public async ValueTask DisposeAsync()
     {
         if (!_process.HasExited)

@@ -10,13 +10,25 @@ namespace PerCpu.AspNetCore.Otlp;
 
 /// <summary>
 /// Exports the per-CPU store over OTLP/HTTP (protobuf) every interval, as a hosted service: it never runs on a request
-/// thread and never blocks one. Retries 429/502/503/504 and network errors with exponential backoff and jitter,
-/// honouring <c>Retry-After</c>, within the export timeout. Memory stays bounded while the collector is down: with
-/// cumulative temporality the next export carries the totals; with delta temporality unsent deltas are merged (one
-/// pending delta per series). Flushes once on graceful shutdown, within the timeout.
+/// thread and never blocks one, and exports never overlap (one gate). Retries 429/502/503/504 and network errors with
+/// exponential backoff and jitter (a floor that a <c>Retry-After</c> of 0 or a past date cannot lower), within the
+/// export timeout; a <c>Retry-After</c> that reaches beyond it ends the export at once and holds periodic exports back
+/// (up to <see cref="MaxHoldBack"/>). The payload is encoded and compressed once per export, and the collector's answer
+/// is read to its headers only, so a huge or corrupt response body costs nothing. A 413 splits the batch in halves
+/// until the parts fit; a single point that still does not fit is dropped and logged. Memory stays bounded while the
+/// collector is down: with cumulative temporality the next export carries the totals; with delta temporality every
+/// point that was not delivered, whatever stopped it (an error answer, a timeout, cancellation, an exception), is
+/// merged into one pending delta per series. Shutdown flushes once within <see cref="PerCpuOtlpExporterOptions.ShutdownTimeout"/>
+/// and the host's shutdown token, never throws, and logs once what it could not deliver.
 /// </summary>
 internal sealed partial class OtlpExporterService : IHostedService, IDisposable
 {
+    /// <summary>The longest retry backoff.</summary>
+    internal static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
+
+    /// <summary>The longest a collector's <c>Retry-After</c> holds periodic exports back (the data is kept meanwhile).</summary>
+    internal static readonly TimeSpan MaxHoldBack = TimeSpan.FromMinutes(5);
+
     private readonly HttpMetricsStore _store;
     private readonly PerCpuOtlpExporterOptions _options;
     private readonly IReadOnlyDictionary<string, string> _resource;
@@ -28,9 +40,12 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
     private readonly ulong _processStart;
     private CancellationTokenSource? _stopping;
     private Task? _loop;
-    private ulong _lastExport;
+    private int _stopped;
+    private ulong _lastCollect;
+    private ulong _overflowStart;
     private long _overflowSent;
     private int _consecutiveFailures;
+    private DateTimeOffset _holdBackUntil;
 
     public OtlpExporterService(HttpMetricsStore store, IOptions<PerCpuOtlpExporterOptions> options, TimeProvider time, ILogger<OtlpExporterService> logger)
     {
@@ -39,8 +54,29 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
         _time = time;
         _logger = logger;
         _resource = Resource(_options);
-        _client = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) }) { Timeout = Timeout.InfiniteTimeSpan };
-        _processStart = _lastExport = UnixNano(time.GetUtcNow());
+        // No automatic decompression and no body buffering: only the status line and headers of an answer are read.
+        _client = new HttpClient(new SocketsHttpHandler
+        {
+            PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+            AutomaticDecompression = DecompressionMethods.None,
+            MaxResponseDrainSize = 64 * 1024,
+        })
+        {
+            Timeout = Timeout.InfiniteTimeSpan,
+        };
+        _processStart = _lastCollect = _overflowStart = UnixNano(time.GetUtcNow());
+    }
+
+    /// <summary>Series whose delta waits for the next export (delta temporality); at most the series cap plus the overflow series.</summary>
+    internal int PendingSeries
+    {
+        get
+        {
+            lock (_pending)
+            {
+                return _pending.Count;
+            }
+        }
     }
 
     public Task StartAsync(CancellationToken cancellationToken)
@@ -50,22 +86,33 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
         return Task.CompletedTask;
     }
 
+    /// <summary>
+    /// Stops the loop (an export in flight is cancelled and its data kept), then makes one final export bounded by
+    /// <see cref="PerCpuOtlpExporterOptions.ShutdownTimeout"/>, <see cref="PerCpuOtlpExporterOptions.ExportTimeout"/> and
+    /// <paramref name="cancellationToken"/>. Never throws.
+    /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        if (_stopping is null)
+        if (_stopping is null || Interlocked.Exchange(ref _stopped, 1) == 1)
         {
             return;
         }
 
-        await _stopping.CancelAsync().ConfigureAwait(false);
-        if (_loop is not null)
+        try
         {
-            await _loop.ConfigureAwait(false);
-        }
+            await _stopping.CancelAsync().ConfigureAwait(false);
+            if (_loop is not null)
+            {
+                await _loop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            }
 
-        // The final flush: one export within the timeout (and within the host's shutdown budget).
-        using var flush = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        await ExportAsync(flush.Token).ConfigureAwait(false);
+            TimeSpan budget = _options.ShutdownTimeout < _options.ExportTimeout ? _options.ShutdownTimeout : _options.ExportTimeout;
+            await ExportCoreAsync(budget, final: true, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            LogStopFailed(_logger, ex); // a metrics exporter must never fail a host's shutdown
+        }
     }
 
     public void Dispose()
@@ -75,44 +122,93 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
         _exportGate.Dispose();
     }
 
-    /// <summary>One export: collect, encode, send (with retries). Returns whether the collector accepted it.</summary>
-    public async Task<bool> ExportAsync(CancellationToken cancellationToken)
+    /// <summary>One export: collect, encode, send (with retries). Returns whether the collector accepted all of it. Never throws.</summary>
+    public Task<bool> ExportAsync(CancellationToken cancellationToken) => ExportCoreAsync(_options.ExportTimeout, final: false, cancellationToken);
+
+    private async Task<bool> ExportCoreAsync(TimeSpan timeout, bool final, CancellationToken cancellationToken)
     {
-        await _exportGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(timeout);
+        long started = _time.GetTimestamp();
         try
         {
-            ulong now = UnixNano(_time.GetUtcNow());
-            OtlpBatch batch = Collect(now);
-            byte[] body = OtlpMetricsEncoder.Encode(batch, _resource, _store.Layout, _options.ExponentialHistogram);
-            bool sent = await SendAsync(body, cancellationToken).ConfigureAwait(false);
-            if (_options.Temporality == OtlpTemporality.Delta)
-            {
-                if (sent)
-                {
-                    _pending.Clear();
-                    _overflowSent += batch.OverflowRecords;
-                    _lastExport = now;
-                }
-                else
-                {
-                    foreach (HistogramPoint p in batch.Durations)
-                    {
-                        _pending[p.Series] = (p.Snapshot, p.StartUnixNano); // merged into the next export, not dropped
-                    }
-                }
-            }
-
-            return sent;
+            await _exportGate.WaitAsync(deadline.Token).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        catch (OperationCanceledException)
         {
-            // Never let an export failure escape into the host; it is logged like any other failure.
-            Failed("export failed: " + ex.Message, ex);
-            return false;
+            return false; // another export held the gate until the deadline: the data stays in the store for the next one
+        }
+
+        OtlpBatch? batch = null;
+        List<HistogramPoint> unsent = [];
+        bool othersSent = false;
+        try
+        {
+            batch = Collect(UnixNano(_time.GetUtcNow()));
+            unsent = [.. batch.Durations];
+            if (!final && _time.GetUtcNow() < _holdBackUntil)
+            {
+                LogHeldBack(_logger, _holdBackUntil);
+            }
+            else
+            {
+                (unsent, othersSent) = await SendBatchAsync(batch, new Deadline(started, timeout, deadline.Token), cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (Exception ex)
+        {
+            // Cancellation (shutdown) and anything unexpected end the export; what it held is settled below, never lost.
+            if (ex is not OperationCanceledException)
+            {
+                Failed("export failed: " + ex.Message, ex);
+            }
         }
         finally
         {
+            if (batch is not null)
+            {
+                Settle(batch, unsent, othersSent, final);
+            }
+
             _exportGate.Release();
+        }
+
+        return batch is not null && othersSent && unsent.Count == 0;
+    }
+
+    /// <summary>
+    /// After an export: delta points that were not delivered become the pending deltas of their series (merged into the
+    /// next export); on the final export they are logged once, with their size, and dropped.
+    /// </summary>
+    private void Settle(OtlpBatch batch, List<HistogramPoint> unsent, bool othersSent, bool final)
+    {
+        bool delta = _options.Temporality == OtlpTemporality.Delta;
+        if (othersSent && delta)
+        {
+            _overflowSent += batch.OverflowRecords;
+            _overflowStart = batch.TimeUnixNano;
+        }
+
+        lock (_pending)
+        {
+            _pending.Clear();
+            if (final)
+            {
+                if (unsent.Count > 0 || !othersSent)
+                {
+                    LogDropped(_logger, unsent.Count, unsent.Sum(p => p.Snapshot.Count), othersSent ? 0 : batch.Active.Count + batch.Rates.Count + 2);
+                }
+
+                return;
+            }
+
+            if (delta)
+            {
+                foreach (HistogramPoint p in unsent)
+                {
+                    _pending[p.Series] = (p.Snapshot, p.StartUnixNano); // merged into the next export, not dropped
+                }
+            }
         }
     }
 
@@ -123,7 +219,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
             try
             {
                 await Task.Delay(_options.ExportInterval, _time, stopping).ConfigureAwait(false);
-                await ExportAsync(stopping).ConfigureAwait(false);
+                await ExportCoreAsync(_options.ExportTimeout, final: false, stopping).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (stopping.IsCancellationRequested)
             {
@@ -135,111 +231,190 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
     private OtlpBatch Collect(ulong now)
     {
         var durations = new List<HistogramPoint>();
-        foreach (RequestSeries series in _store.RecordedSeries())
+        bool delta = _options.Temporality == OtlpTemporality.Delta;
+        lock (_pending)
         {
-            if (_options.Temporality == OtlpTemporality.Cumulative)
+            foreach (RequestSeries series in _store.RecordedSeries())
             {
-                HistogramSnapshot snapshot = series.Duration.Snapshot();
-                if (snapshot.Count > 0 || snapshot.Invalid > 0)
+                if (!delta)
                 {
-                    durations.Add(new HistogramPoint(series, snapshot, _processStart));
+                    HistogramSnapshot snapshot = series.Duration.Snapshot();
+                    if (snapshot.Count > 0 || snapshot.Invalid > 0)
+                    {
+                        durations.Add(new HistogramPoint(series, snapshot, _processStart));
+                    }
+
+                    continue;
                 }
 
-                continue;
-            }
+                HistogramSnapshot change = series.Duration.CollectDelta();
+                ulong start = _lastCollect;
+                bool pending = _pending.Remove(series, out (HistogramSnapshot Snapshot, ulong Start) unsent);
+                if (pending)
+                {
+                    change = unsent.Snapshot.Merge(change);
+                    start = unsent.Start;
+                }
 
-            HistogramSnapshot delta = series.Duration.CollectDelta();
-            ulong start = _lastExport;
-            if (_pending.TryGetValue(series, out (HistogramSnapshot Snapshot, ulong Start) unsent))
-            {
-                delta = unsent.Snapshot.Merge(delta);
-                start = unsent.Start;
-            }
-
-            if (delta.Count > 0 || delta.Invalid > 0 || _pending.ContainsKey(series))
-            {
-                durations.Add(new HistogramPoint(series, delta, start));
+                if (change.Count > 0 || change.Invalid > 0 || pending)
+                {
+                    durations.Add(new HistogramPoint(series, change, start));
+                }
             }
         }
 
+        _lastCollect = now; // the next deltas start here; undelivered ones keep their own start in _pending
         long overflow = _store.OverflowRecords;
-        bool isDelta = _options.Temporality == OtlpTemporality.Delta;
         return new OtlpBatch(now, _processStart, _options.Temporality, durations, [.. _store.ActiveRequests()], _store.Rates.Read(), _store.SeriesCount,
-            isDelta ? overflow - _overflowSent : overflow, isDelta ? _lastExport : _processStart);
+            delta ? overflow - _overflowSent : overflow, delta ? _overflowStart : _processStart);
     }
 
-    private async Task<bool> SendAsync(byte[] body, CancellationToken cancellationToken)
+    /// <summary>The export's deadline: its token, and when it started, to tell how much time a retry would leave.</summary>
+    private readonly record struct Deadline(long Started, TimeSpan Timeout, CancellationToken Token);
+
+    private enum Outcome
     {
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(_options.ExportTimeout);
+        Sent,
+        TooLarge,
+        Failed,
+    }
+
+    /// <summary>Sends a batch, splitting it on 413. Returns the duration points not delivered and whether the other metrics were.</summary>
+    private async Task<(List<HistogramPoint> Unsent, bool OthersSent)> SendBatchAsync(OtlpBatch batch, Deadline deadline, CancellationToken stopping)
+    {
+        var parts = new Stack<OtlpBatch>();
+        parts.Push(batch);
+        bool othersSent = false;
+        while (parts.TryPop(out OtlpBatch? part))
+        {
+            byte[] payload = Payload(OtlpMetricsEncoder.Encode(part, _resource, _store.Layout, _options.ExponentialHistogram));
+            switch (await SendAsync(payload, deadline, stopping).ConfigureAwait(false))
+            {
+                case Outcome.Sent:
+                    othersSent |= part.WithOtherMetrics;
+                    break;
+                case Outcome.TooLarge when part.Durations.Count > 1 || (part.Durations.Count == 1 && part.WithOtherMetrics):
+                    int half = part.Durations.Count / 2;
+                    parts.Push(part with { Durations = [.. part.Durations.Skip(half)], WithOtherMetrics = false });
+                    parts.Push(part with { Durations = [.. part.Durations.Take(half)] });
+                    LogSplit(_logger, payload.Length, part.Durations.Count);
+                    break;
+                case Outcome.TooLarge:
+                    // One point alone exceeds the collector's limit: no split can deliver it. Said, counted, dropped.
+                    LogTooLargeDropped(_logger, payload.Length, part.Durations.Count, part.Durations.Sum(p => p.Snapshot.Count));
+                    othersSent |= part.WithOtherMetrics;
+                    break;
+                default:
+                    var unsent = new List<HistogramPoint>(part.Durations);
+                    foreach (OtlpBatch rest in parts)
+                    {
+                        unsent.AddRange(rest.Durations);
+                    }
+
+                    return (unsent, othersSent);
+            }
+        }
+
+        return ([], othersSent);
+    }
+
+    private async Task<Outcome> SendAsync(byte[] payload, Deadline deadline, CancellationToken stopping)
+    {
         TimeSpan backoff = _options.RetryInitialBackoff;
         for (int attempt = 1; ; attempt++)
         {
-            TimeSpan? wait;
             string problem;
+            TimeSpan? retryAfter = null;
             try
             {
-                using HttpRequestMessage request = Request(body);
-                using HttpResponseMessage response = await _client.SendAsync(request, deadline.Token).ConfigureAwait(false);
+                using HttpRequestMessage request = Request(payload);
+                using HttpResponseMessage response = await _client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, deadline.Token).ConfigureAwait(false);
                 if (response.IsSuccessStatusCode)
                 {
                     Succeeded();
-                    return true;
+                    return Outcome.Sent;
                 }
 
                 problem = $"the collector answered {(int)response.StatusCode} {response.ReasonPhrase}";
+                if (response.StatusCode == HttpStatusCode.RequestEntityTooLarge)
+                {
+                    return Outcome.TooLarge;
+                }
+
                 if (response.StatusCode is not (HttpStatusCode.TooManyRequests or HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable or HttpStatusCode.GatewayTimeout))
                 {
                     Failed(problem + " (not retryable)", null);
-                    return false;
+                    return Outcome.Failed;
                 }
 
-                wait = RetryAfter(response.Headers.RetryAfter);
+                retryAfter = RetryAfter(response.Headers.RetryAfter);
             }
-            catch (HttpRequestException ex)
+            catch (OperationCanceledException) when (deadline.Token.IsCancellationRequested)
+            {
+                Failed(stopping.IsCancellationRequested ? "stopped while sending" : $"no answer within the export timeout of {deadline.Timeout.TotalSeconds:0.###} s", null);
+                return Outcome.Failed;
+            }
+            catch (Exception ex) when (ex is HttpRequestException or IOException)
             {
                 problem = "the collector is unreachable: " + ex.Message;
-                wait = null;
-            }
-            catch (OperationCanceledException) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
-            {
-                Failed($"no answer within the export timeout of {_options.ExportTimeout.TotalSeconds:0.#} s", null);
-                return false;
             }
 
-            TimeSpan delay = wait ?? Jitter(backoff);
-            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(30).Ticks));
+            // The floor: the jittered backoff. Retry-After may lengthen the wait, never shorten it.
+            TimeSpan delay = Jitter(backoff);
+            if (retryAfter > delay)
+            {
+                delay = retryAfter.Value;
+            }
+
+            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
+            TimeSpan left = deadline.Timeout - _time.GetElapsedTime(deadline.Started);
+            if (delay >= left)
+            {
+                if (retryAfter >= left)
+                {
+                    _holdBackUntil = _time.GetUtcNow() + (retryAfter.Value < MaxHoldBack ? retryAfter.Value : MaxHoldBack);
+                }
+
+                Failed($"{problem}; the next try would be in {delay.TotalSeconds:0.###} s, after the export's deadline (attempt {attempt})", null);
+                return Outcome.Failed;
+            }
+
             LogRetry(_logger, problem, attempt, delay.TotalSeconds);
             try
             {
                 await Task.Delay(delay, _time, deadline.Token).ConfigureAwait(false);
             }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            catch (OperationCanceledException)
             {
-                Failed(problem + $"; gave up after {attempt} attempts within the export timeout", null);
-                return false;
+                Failed(problem + $"; gave up after {attempt} attempts " + (stopping.IsCancellationRequested ? "(stopped)" : "within the export timeout"), null);
+                return Outcome.Failed;
             }
         }
     }
 
-    private HttpRequestMessage Request(byte[] body)
+    /// <summary>The request body as sent: gzipped once per export (not per attempt) when <see cref="PerCpuOtlpExporterOptions.Gzip"/> is on.</summary>
+    private byte[] Payload(byte[] body)
+    {
+        if (!_options.Gzip)
+        {
+            return body;
+        }
+
+        using var compressed = new MemoryStream();
+        using (var gzip = new GZipStream(compressed, CompressionLevel.Fastest, leaveOpen: true))
+        {
+            gzip.Write(body);
+        }
+
+        return compressed.ToArray();
+    }
+
+    private HttpRequestMessage Request(byte[] payload)
     {
         var request = new HttpRequestMessage(HttpMethod.Post, _options.Endpoint);
         foreach ((string name, string value) in _options.Headers)
         {
             request.Headers.TryAddWithoutValidation(name, value);
-        }
-
-        byte[] payload = body;
-        if (_options.Gzip)
-        {
-            using var compressed = new MemoryStream();
-            using (var gzip = new GZipStream(compressed, CompressionLevel.Fastest, leaveOpen: true))
-            {
-                gzip.Write(body);
-            }
-
-            payload = compressed.ToArray();
         }
 
         request.Content = new ByteArrayContent(payload);
@@ -309,6 +484,21 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "PerCpu OTLP export: {Problem}; retry {Attempt} in {Seconds:0.###} s")]
     private static partial void LogRetry(ILogger logger, string problem, int attempt, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "PerCpu OTLP export: the final export on shutdown could not deliver {Series} duration series holding {Requests} requests and {OtherPoints} other points; they are dropped.")]
+    private static partial void LogDropped(ILogger logger, int series, long requests, int otherPoints);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "PerCpu OTLP export: the collector answered 413 to {Bytes} bytes; split the batch of {Series} duration series in two.")]
+    private static partial void LogSplit(ILogger logger, int bytes, int series);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "PerCpu OTLP export: the collector answered 413 to {Bytes} bytes holding {Series} duration series ({Requests} requests), which cannot be split further; they are dropped. Raise the collector's request size limit.")]
+    private static partial void LogTooLargeDropped(ILogger logger, int bytes, int series, long requests);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "PerCpu OTLP export held back until {Until} by the collector's Retry-After; metrics are kept.")]
+    private static partial void LogHeldBack(ILogger logger, DateTimeOffset until);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "PerCpu OTLP exporter failed while stopping; the host's shutdown goes on.")]
+    private static partial void LogStopFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "PerCpu OTLP export recovered after {Failures} failed exports to {Endpoint}")]
     private static partial void LogRecovered(ILogger logger, int failures, Uri endpoint);

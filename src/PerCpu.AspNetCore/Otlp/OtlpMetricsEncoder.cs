@@ -5,7 +5,10 @@ namespace PerCpu.AspNetCore.Otlp;
 /// <summary>One histogram data point to export: a series' labels and what its shards held.</summary>
 internal readonly record struct HistogramPoint(RequestSeries Series, HistogramSnapshot Snapshot, ulong StartUnixNano);
 
-/// <summary>What one export sends, read from the store.</summary>
+/// <summary>
+/// What one export sends, read from the store. <see cref="WithOtherMetrics"/> false: only the duration points (the later
+/// parts of a batch split because the collector found it too large).
+/// </summary>
 internal sealed record OtlpBatch(
     ulong TimeUnixNano,
     ulong ProcessStartUnixNano,
@@ -15,7 +18,8 @@ internal sealed record OtlpBatch(
     IReadOnlyList<(string? Route, string Window, double Rate)> Rates,
     long SeriesCount,
     long OverflowRecords,
-    ulong OverflowStartUnixNano);
+    ulong OverflowStartUnixNano,
+    bool WithOtherMetrics = true);
 
 /// <summary>
 /// Encodes an <c>opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest</c> (field numbers of
@@ -70,6 +74,11 @@ internal static class OtlpMetricsEncoder
                 h.Varint(2, (ulong)s.temporality);
             });
         });
+
+        if (!batch.WithOtherMetrics)
+        {
+            return;
+        }
 
         sm.Message(2, batch, static (m, batch) =>
         {

@@ -83,6 +83,12 @@ internal sealed class OtlpOptionsSetup(IConfiguration? configuration = null) : I
 /// <summary>Fails startup with a message that names the option and the fix.</summary>
 internal sealed class OtlpOptionsValidator : IValidateOptions<PerCpuOtlpExporterOptions>
 {
+    /// <summary>The shortest first retry delay: a floor under every retry, whatever the collector's <c>Retry-After</c> says.</summary>
+    public static readonly TimeSpan MinBackoff = TimeSpan.FromMilliseconds(10);
+
+    /// <summary>The longest interval or timeout: timers and <c>Task.Delay</c> take up to about 49.7 days.</summary>
+    public static readonly TimeSpan MaxPeriod = TimeSpan.FromDays(7);
+
     public ValidateOptionsResult Validate(string? name, PerCpuOtlpExporterOptions options)
     {
         var failures = new List<string>();
@@ -101,9 +107,22 @@ internal sealed class OtlpOptionsValidator : IValidateOptions<PerCpuOtlpExporter
             failures.Add($"PerCpuOtlpExporterOptions.ExportTimeout is {options.ExportTimeout}; give a positive timeout (OTEL_METRIC_EXPORT_TIMEOUT, milliseconds).");
         }
 
-        if (options.RetryInitialBackoff <= TimeSpan.Zero)
+        if (options.ShutdownTimeout <= TimeSpan.Zero)
         {
-            failures.Add($"PerCpuOtlpExporterOptions.RetryInitialBackoff is {options.RetryInitialBackoff}; give a positive delay.");
+            failures.Add($"PerCpuOtlpExporterOptions.ShutdownTimeout is {options.ShutdownTimeout}; give a positive timeout (a few seconds, within the host's ShutdownTimeout).");
+        }
+
+        foreach ((string option, TimeSpan value) in new[] { ("ExportInterval", options.ExportInterval), ("ExportTimeout", options.ExportTimeout), ("ShutdownTimeout", options.ShutdownTimeout) })
+        {
+            if (value > MaxPeriod)
+            {
+                failures.Add($"PerCpuOtlpExporterOptions.{option} is {value}; give at most {MaxPeriod.TotalDays:0} days.");
+            }
+        }
+
+        if (options.RetryInitialBackoff < MinBackoff)
+        {
+            failures.Add($"PerCpuOtlpExporterOptions.RetryInitialBackoff is {options.RetryInitialBackoff}; give at least {MinBackoff.TotalMilliseconds:0} ms (default 1 s), so a collector that answers at once cannot cause a retry storm.");
         }
 
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);

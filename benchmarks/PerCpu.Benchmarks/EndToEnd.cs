@@ -209,7 +209,7 @@ internal static partial class EndToEnd
         return m.Groups[2].Value switch { "us" => v / 1000, "s" => v * 1000, _ => v };
     }
 
-    private static void WaitReady(HttpClient client)
+    internal static void WaitReady(HttpClient client)
     {
         var clock = Stopwatch.StartNew();
         while (clock.Elapsed < TimeSpan.FromSeconds(30))
@@ -232,7 +232,7 @@ internal static partial class EndToEnd
         throw new TimeoutException("the benchmark app did not start");
     }
 
-    private static int FreePort()
+    internal static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();

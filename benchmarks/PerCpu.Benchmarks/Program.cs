@@ -3,6 +3,7 @@ using PerCpu.Benchmarks;
 
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- contention [options]   multi-threaded harness
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- endtoend [options]     wrk against 4 variants (benchmarks/endtoend/run.sh)
+// dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- scrapeburst [options]  50 parallel scrapes of 2000 series vs other requests' p99
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- plots                   docs/*.svg from benchmarks/results/*.csv
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- [BenchmarkDotNet args]   single-thread costs
 if (args.Length > 0 && args[0] == "contention")
@@ -13,6 +14,11 @@ if (args.Length > 0 && args[0] == "contention")
 if (args.Length > 0 && args[0] == "endtoend")
 {
     return EndToEnd.Run(args[1..]);
+}
+
+if (args.Length > 0 && args[0] == "scrapeburst")
+{
+    return ScrapeBurst.Run(args[1..]);
 }
 
 if (args.Length > 0 && args[0] == "plots")

@@ -28,8 +28,8 @@ public static class PerCpuMetricsApplicationBuilderExtensions
     }
 
     /// <summary>
-    /// Maps the scrape endpoint: Prometheus text format 0.0.4, or OpenMetrics 1.0.0 when the <c>Accept</c> header asks
-    /// for <c>application/openmetrics-text</c>. Returns the convention builder, so the endpoint can be secured with the
+    /// Maps the scrape endpoint (GET and HEAD): Prometheus text format 0.0.4, or OpenMetrics 1.0.0 when the <c>Accept</c>
+    /// header asks for <c>application/openmetrics-text</c>. Concurrent scrapes share one rendering. Returns the convention builder, so the endpoint can be secured with the
     /// standard conventions (<c>.RequireHost("*:9090")</c>, <c>.RequireAuthorization(...)</c>).
     /// </summary>
     /// <param name="endpoints">The route builder.</param>
@@ -57,15 +57,8 @@ public static class PerCpuMetricsApplicationBuilderExtensions
             ?? throw new InvalidOperationException("PerCpu metrics are not registered: call builder.Services.AddPerCpuMetrics() before app.MapPerCpuMetrics().");
 
         // A plain RequestDelegate: no reflection over a handler's parameters, so the endpoint is trimming- and AOT-safe.
-        RequestDelegate scrape = context =>
-        {
-            bool openMetrics = Exposition.WantsOpenMetrics(context.Request.Headers.Accept.ToString());
-            string body = Exposition.Write(store, openMetrics);
-            context.Response.ContentType = openMetrics ? Exposition.OpenMetricsContentType : Exposition.TextContentType;
-            context.Response.Headers.CacheControl = "no-store";
-            return context.Response.WriteAsync(body, context.RequestAborted);
-        };
-        IEndpointConventionBuilder builder = endpoints.MapGet(pattern, scrape).WithDisplayName("PerCpu metrics scrape");
+        ScrapeEndpoint scrape = endpoints.ServiceProvider.GetRequiredService<ScrapeEndpoint>();
+        IEndpointConventionBuilder builder = endpoints.MapMethods(pattern, [HttpMethods.Get, HttpMethods.Head], scrape.HandleAsync).WithDisplayName("PerCpu metrics scrape");
 
         if (store.Options.ExcludeScrapeEndpoint)
         {

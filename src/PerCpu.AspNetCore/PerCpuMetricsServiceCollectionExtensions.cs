@@ -32,6 +32,7 @@ public static class PerCpuMetricsServiceCollectionExtensions
         services.AddMetrics();
         services.TryAddSingleton<HttpMetricsStore>();
         services.TryAddSingleton<MeterBridge>();
+        services.TryAddSingleton<ScrapeEndpoint>();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, RatesHostedService>());
         return services;
     }

@@ -22,9 +22,10 @@ internal static class Exposition
     public static bool WantsOpenMetrics(string? accept) =>
         accept is not null && accept.Contains("application/openmetrics-text", StringComparison.OrdinalIgnoreCase);
 
-    public static string Write(HttpMetricsStore store, bool openMetrics)
+    /// <summary>The scrape as text. The builder grows in chunks of at most 8000 characters, so it never lands on the large-object heap.</summary>
+    public static StringBuilder Write(HttpMetricsStore store, bool openMetrics)
     {
-        var w = new StringBuilder(64 * 1024);
+        var w = new StringBuilder();
 
         // http.server.request.duration
         Header(w, Duration, "histogram", "Duration of HTTP server requests.", openMetrics ? "seconds" : null);
@@ -86,7 +87,7 @@ internal static class Exposition
             w.Append("# EOF\n");
         }
 
-        return w.ToString();
+        return w;
     }
 
     internal static string SeriesLabels(RequestSeries s)

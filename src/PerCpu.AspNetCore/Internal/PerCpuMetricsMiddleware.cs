@@ -1,32 +1,58 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 
 namespace PerCpu.AspNetCore.Internal;
 
 /// <summary>
-/// Records every request: <c>http.server.active_requests</c> while it runs, then its duration in the series of its
-/// route, method, status, scheme and protocol (plus <c>error.type</c> when an exception escapes).
+/// Records every request once: <c>http.server.active_requests</c> while it runs, then its duration in the series of its
+/// route, method, status, scheme and protocol (plus <c>error.type</c> when an exception escapes), the way ASP.NET Core's
+/// own <c>http.server.request.duration</c> counts it.
 /// </summary>
 /// <remarks>
+/// <para>
 /// Per request: two timestamps, two up-down counter adds, one endpoint-feature read and one lookup of the endpoint's
-/// handles by reference, one feature read for <see cref="IHttpMetricsTagsFeature.MetricsDisabled"/>, one probe of an
-/// integer-keyed table, one histogram record and one route counter add; every write is to the current CPU's cache
-/// line. No lock, no string work, nothing allocated when the rest of the pipeline completes synchronously (when it
-/// completes asynchronously, the async state machine of <see cref="Awaited"/> is the one allocation: it is how a
-/// middleware observes a <see cref="Task"/>). The middleware never throws: a failure of its own is swallowed, and an
-/// exception from the pipeline is recorded and rethrown unchanged.
+/// handles by reference, three feature reads (<see cref="IHttpMetricsTagsFeature.MetricsDisabled"/> and the two
+/// re-execution features), one probe of an integer-keyed table, one histogram record and one route counter add; every
+/// write is to the current CPU's cache line. No lock, no string work, nothing allocated when the rest of the pipeline
+/// completes synchronously (when it completes asynchronously, the async state machine of <see cref="Awaited"/> is the
+/// one allocation: it is how a middleware observes a <see cref="Task"/>). The middleware never throws: a failure of its
+/// own is counted, and an exception from the pipeline is rethrown unchanged.
+/// </para>
+/// <para>
+/// Counting once, as ASP.NET Core does: a request that <c>UseExceptionHandler</c> or
+/// <c>UseStatusCodePagesWithReExecute</c> runs through the pipeline again is seen here twice; the second pass (the
+/// re-execution features are set) is not recorded, and the first records the route of the original endpoint (the one
+/// the re-execution feature names). A request whose exception escapes is recorded when its response completes, with the
+/// status actually sent (an exception handler may choose it). A request the client aborted (the exception is a
+/// cancellation or an I/O error and <see cref="HttpContext.RequestAborted"/> fired) is 499 with no <c>error.type</c>:
+/// no client can inflate the 5xx rate.
+/// </para>
 /// </remarks>
 internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsStore store)
 {
     public Task Invoke(HttpContext context)
     {
+        IFeatureCollection features = context.Features;
+        if (features.Get<IExceptionHandlerFeature>() is not null || features.Get<IStatusCodeReExecuteFeature>() is not null)
+        {
+            return next(context); // a re-execution of a request this middleware already counts (or one it never saw)
+        }
+
         // Routing usually ran already (WebApplication puts UseRouting first): then the endpoint is resolved once here.
         EndpointMetrics? known = context.GetEndpoint() is { } endpoint ? store.ForEndpoint(endpoint) : null;
         if (known is { Excluded: true })
         {
             return next(context); // this endpoint opted out: not even active_requests
+        }
+
+        if (known is null)
+        {
+            // Routing runs later: if the endpoint turns out to be the scrape, it takes its own request out of the
+            // active gauge (ActiveRequestMark.Release). A static marker: nothing allocated per request.
+            features.Set(ActiveRequestMark.Counted);
         }
 
         long start = Stopwatch.GetTimestamp();
@@ -68,47 +94,130 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int ActiveIndex(HttpContext context) => (Labels.Method(context.Request.Method) * 2) + (context.Request.IsHttps ? 1 : 0);
+    internal static int ActiveIndex(HttpContext context) => (Labels.Method(context.Request.Method) * 2) + (context.Request.IsHttps ? 1 : 0);
 
     private void Complete(HttpContext context, EndpointMetrics? known, long start, int activeIndex, Exception? exception)
     {
-        long elapsed = Stopwatch.GetTimestamp() - start;
         try
         {
-            store.Active[activeIndex].Decrement();
-            EndpointMetrics endpoint = known ?? store.ForEndpoint(context.GetEndpoint()); // routed inside: look now
-            if (endpoint.Excluded || context.Features.Get<IHttpMetricsTagsFeature>() is { MetricsDisabled: true })
+            if (known is not null || context.Features.Get<ActiveRequestMark>() != ActiveRequestMark.Released)
             {
-                return;
+                store.Active[activeIndex].Decrement();
             }
 
-            HttpRequest request = context.Request;
-            int status = context.Response.StatusCode;
-            int error = 0;
-            if (exception is not null)
+            if (exception is null)
             {
-                error = store.ErrorIndex(exception);
-                if (!context.Response.HasStarted)
+                HttpResponse response = context.Response;
+                int status = response.StatusCode;
+                if (status < 400)
                 {
-                    status = StatusCodes.Status500InternalServerError; // what the server will send
+                    Record(context, start, activeIndex, 0, status);
+                    return;
                 }
-            }
 
-            int key = EndpointMetrics.Pack(activeIndex >> 1, Labels.Status(status), activeIndex & 1, Labels.Protocol(request.Protocol), error);
-            RequestSeries series = endpoint.GetSeries(key);
-            if (series.IsOverflow)
+                // An exception an inner UseExceptionHandler handled still names error.type, as in ASP.NET Core's metric.
+                int handled = context.Features.Get<IExceptionHandlerFeature>() is { Error: { } error } ? store.ErrorIndex(error) : 0;
+                if (response.HasStarted || context.Features.Get<IStatusCodePagesFeature>() is not { Enabled: true })
+                {
+                    Record(context, start, activeIndex, handled, status);
+                    return;
+                }
+
+                // An error status that UseStatusCodePages may still turn into a page, perhaps by re-executing the request
+                // elsewhere: recorded when the response completes, with what was sent (the error path, never the common one).
+                response.OnCompleted(static state =>
+                {
+                    var s = (CompletedState)state;
+                    s.Middleware.RecordCompleted(s);
+                    return Task.CompletedTask;
+                }, new CompletedState(this, context, start, activeIndex, handled));
+            }
+            else if (context.RequestAborted.IsCancellationRequested && exception is OperationCanceledException or IOException)
             {
-                store.CountOverflow();
+                Record(context, start, activeIndex, 0, StatusCodes.Status499ClientClosedRequest); // the client went away
             }
-
-            series.Duration.RecordTicks(elapsed);
-            endpoint.Requests.Increment();
+            else
+            {
+                // The exception path (never the common one): the status is known once the response completes, after any
+                // exception handler ran. Until then the request is not active any more but not yet recorded.
+                int error = store.ErrorIndex(exception);
+                context.Response.OnCompleted(static state =>
+                {
+                    var s = (CompletedState)state;
+                    s.Middleware.RecordCompleted(s);
+                    return Task.CompletedTask;
+                }, new CompletedState(this, context, start, activeIndex, error));
+            }
         }
         catch (Exception ex) when (exception is null || !ReferenceEquals(ex, exception))
         {
             // Metrics must never hurt the request. Nothing here is expected to throw; if something does, the request
             // completes normally and the failure is counted (percpu_recording_failures_total), never hidden.
             store.CountRecordingFailure(ex);
+        }
+    }
+
+    private void RecordCompleted(CompletedState s)
+    {
+        try
+        {
+            // What was sent: the server's 500 for an unhandled exception, or what an exception handler chose.
+            Record(s.Context, s.Start, s.ActiveIndex, s.Error, s.Context.Response.StatusCode);
+        }
+        catch (Exception ex)
+        {
+            store.CountRecordingFailure(ex);
+        }
+    }
+
+    private void Record(HttpContext context, long start, int activeIndex, int error, int status)
+    {
+        long elapsed = Stopwatch.GetTimestamp() - start;
+
+        // The endpoint that produced the response, as ASP.NET Core's own metric reports it: after a re-execution, the
+        // handler's, so it is looked up again (one reference-keyed probe) rather than taken from the way in.
+        EndpointMetrics endpoint = store.ForEndpoint(context.GetEndpoint());
+        if (endpoint.Excluded || context.Features.Get<IHttpMetricsTagsFeature>() is { MetricsDisabled: true })
+        {
+            return;
+        }
+
+        int key = EndpointMetrics.Pack(activeIndex >> 1, Labels.Status(status), activeIndex & 1, Labels.Protocol(context.Request.Protocol), error);
+        RequestSeries series = endpoint.GetSeries(key);
+        if (series.IsOverflow)
+        {
+            store.CountOverflow();
+        }
+
+        series.Duration.RecordTicks(elapsed);
+        endpoint.Requests.Increment();
+    }
+
+    private sealed record CompletedState(PerCpuMetricsMiddleware Middleware, HttpContext Context, long Start, int ActiveIndex, int Error);
+}
+
+/// <summary>
+/// Marks a request counted in <c>http.server.active_requests</c> before routing ran (so before anyone knew whether its
+/// endpoint is excluded). The scrape endpoint releases its own request, so a scrape never reports itself as active.
+/// Two static instances: setting the feature allocates nothing per request.
+/// </summary>
+internal sealed class ActiveRequestMark
+{
+    public static readonly ActiveRequestMark Counted = new();
+
+    public static readonly ActiveRequestMark Released = new();
+
+    private ActiveRequestMark()
+    {
+    }
+
+    /// <summary>If the middleware counted <paramref name="context"/> as active, takes it out now, once.</summary>
+    public static void Release(HttpContext context, HttpMetricsStore store)
+    {
+        if (context.Features.Get<ActiveRequestMark>() == Counted)
+        {
+            context.Features.Set(Released);
+            store.Active[PerCpuMetricsMiddleware.ActiveIndex(context)].Decrement();
         }
     }
 }

@@ -45,7 +45,7 @@ switch (variant)
 app.MapGet("/items/{id:int}", (int id) => Results.Ok(new Item(id, "item")));
 app.MapGet("/missing/{id}", (string id) => Results.NotFound());
 app.MapGet("/fail", () => Results.StatusCode(500));
-app.MapMethods("/status/{code:int}", ["GET", "POST", "PUT", "DELETE"], (int code) => Results.StatusCode(code)); // many series (scrapeburst)
+app.MapMethods("/status/{code:int}", ["GET", "POST", "PUT", "DELETE", "PATCH"], (int code) => Results.StatusCode(code)); // many series (scrapeburst)
 
 using var stats = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
 {

@@ -47,10 +47,10 @@ internal static class ScrapeBurst
         {
             using var client = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 256 }) { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(60) };
             EndToEnd.WaitReady(client);
-            string[] methods = ["GET", "POST", "PUT", "DELETE"];
-            Parallel.For(0, 2000, new ParallelOptions { MaxDegreeOfParallelism = 16 }, i =>
+            string[] methods = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+            Parallel.For(0, 2000, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i =>
             {
-                using var request = new HttpRequestMessage(new HttpMethod(methods[i / 500]), $"/status/{100 + (i % 500)}");
+                using var request = new HttpRequestMessage(new HttpMethod(methods[i / 400]), $"/status/{200 + (i % 400)}");
                 using HttpResponseMessage r = client.Send(request);
             });
 

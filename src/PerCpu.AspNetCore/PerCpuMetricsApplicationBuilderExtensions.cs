@@ -10,8 +10,9 @@ namespace Microsoft.AspNetCore.Builder;
 public static class PerCpuMetricsApplicationBuilderExtensions
 {
     /// <summary>
-    /// Records every request that passes this point. Call it early (before the endpoints, after
-    /// <c>UseExceptionHandler</c> if you want the handled status codes): requests short-circuited before it are not seen.
+    /// Records every request that passes this point, once, with the route, status and <c>error.type</c> that ASP.NET
+    /// Core's own <c>http.server.request.duration</c> gives it. Call it early: requests short-circuited before it are not
+    /// seen. It may stand before or after <c>UseExceptionHandler</c>, <c>UseStatusCodePages*</c> and <c>UseRouting</c>.
     /// </summary>
     /// <param name="app">The application.</param>
     /// <returns>The application, for chaining.</returns>

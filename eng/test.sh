@@ -2,7 +2,7 @@
 # Runs every test of the solution: the one test command of the README, and what .ci/run calls.
 # Installs what the tests need first (Debian's prometheus package: promtool and the server for the end-to-end
 # test; dotnet-counters; from npm the k6 type definitions and the OTLP decoder of OpenTelemetry JS), type-checks the k6 scripts, then builds in Release and runs the xunit
-# suites. Exits non-zero on any build error or failed test; the last line is "N passed, N failed, N skipped".
+# suites, then runs the k6 scripts with the real k6 against the sample where k6 is found. Exits non-zero on any build error or failed test; the last line is "N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +40,39 @@ set +e
 dotnet test Solution.sln -c Release 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+# The real k6, where there is one (PERCPU_K6, then k6 on PATH, then ../shared/tools/k6): smoke from the repository
+# root, a 10 s load at 200/s from inside k6/, and smoke through a proxy that loses one request, which must fail.
+k6_bin="${PERCPU_K6:-$(command -v k6 || true)}"
+[ -n "$k6_bin" ] || { [ -x ../shared/tools/k6 ] && k6_bin="$(cd .. && pwd)/shared/tools/k6"; }
+k6_failed=0
+if [ "$status" -eq 0 ] && [ -n "$k6_bin" ] && [ -x "$k6_bin" ]; then
+  echo "k6: $("$k6_bin" version) against the sample"
+  free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  port=$(free_port); proxy_port=$(free_port)
+  Sample__ConsoleExport=false Logging__LogLevel__Default=Warning dotnet samples/WebApi/bin/Release/net10.0/WebApi.dll --urls "http://127.0.0.1:$port" > /tmp/percpu-k6-sample.log 2>&1 &
+  sample_pid=$!
+  node k6/test/drop-one-count.js "$proxy_port" "$port" &
+  proxy_pid=$!
+  trap 'rm -f "$log"; kill $sample_pid $proxy_pid 2>/dev/null || true' EXIT
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+  run_k6() { # expected-exit-code description args...
+    local want=$1 what=$2; shift 2
+    local got=0
+    "$@" > /tmp/percpu-k6.log 2>&1 || got=$?
+    tail -n 3 /tmp/percpu-k6.log
+    if [ "$got" -eq "$want" ]; then echo "k6 $what: exit $got as expected"; else echo "k6 $what: exit $got, expected $want" >&2; cat /tmp/percpu-k6.log >&2; k6_failed=1; fi
+  }
+  run_k6 0 "smoke (repository root)" "$k6_bin" run --quiet -e BASE_URL="http://127.0.0.1:$port" k6/smoke.js
+  run_k6 0 "load 10 s at 200/s (from k6/)" bash -c "cd k6 && '$k6_bin' run --quiet -e BASE_URL=http://127.0.0.1:$port -e RATE=200 -e DURATION=10s -e VUS=50 load.js"
+  [ -f k6/summary-load.json ] || { echo "k6 load: k6/summary-load.json was not written" >&2; k6_failed=1; }
+  run_k6 99 "smoke through a proxy that loses one request (must fail)" "$k6_bin" run --quiet -e BASE_URL="http://127.0.0.1:$proxy_port" k6/smoke.js
+  grep -q "nothing lost: GET /items/{id:int} 200" /tmp/percpu-k6.log || { echo "k6: the failing run did not name the lost series" >&2; k6_failed=1; }
+  kill $sample_pid $proxy_pid 2>/dev/null || true
+elif [ -z "$k6_bin" ]; then
+  echo "k6 not found (PERCPU_K6, PATH, ../shared/tools/k6): the scripts were type-checked only"
+fi
+[ "$k6_failed" -eq 0 ] || status=1
 
 passed=0 failed=0 skipped=0
 while read -r p f s; do

@@ -117,6 +117,36 @@ public sealed class StartupAndBridgeTests
     }
 
     [Fact]
+    public async Task Rates_RouteFirstSeenLater_EwmaStartsAtZero_AndRoutesAddUpToTheTotal()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UnixEpoch);
+        await using TestApp app = await TestApp.StartAsync(builder: b => b.Services.AddSingleton<TimeProvider>(time));
+        await Requests(app, 10);
+        for (int s = 0; s < 5; s++)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        // A route first seen now: 3 requests in one second.
+        for (int i = 0; i < 3; i++)
+        {
+            using HttpResponseMessage r = await app.Client.GetAsync("/status/202", TestContext.Current.CancellationToken);
+        }
+
+        time.Advance(TimeSpan.FromSeconds(1));
+        Scrape scrape = await app.ScrapeAsync();
+        double alpha15 = 1 - Math.Exp(-1.0 / 900);
+        Assert.Equal(3 * alpha15, RouteRate(scrape, "/status/{code:int}", "ewma_15m"), 12); // not 3: it starts from 0
+        foreach (string window in new[] { "ewma_1m", "ewma_5m", "ewma_15m", "1s", "10s", "60s" })
+        {
+            double routes = scrape.Named(Exposition.RouteRate).Where(x => x.Labels["window"] == window).Sum(x => x.Value);
+            Assert.Equal(scrape.Named(Exposition.Rate).Single(x => x.Labels["window"] == window).Value, routes, 9);
+        }
+
+        static double RouteRate(Scrape s, string route, string window) => s.Named(Exposition.RouteRate).Single(x => x.Labels["window"] == window && x.Labels["http_route"] == route).Value;
+    }
+
+    [Fact]
     public async Task MeterBridge_MeterListenerSeesTheSameNumbersAsTheScrape()
     {
         await using TestApp app = await TestApp.StartAsync();
@@ -139,6 +169,14 @@ public sealed class StartupAndBridgeTests
         Assert.Equal(scraped.OrderBy(p => p.Key), observed.OrderBy(p => p.Key));
         Assert.Equal(scrape.Named("http_server_request_duration_seconds_bucket").Sum(s => s.Value), buckets.GetMeasurementSnapshot().Sum(m => m.Value));
         Assert.Equal(scrape.Named("http_server_request_duration_seconds_sum").Sum(s => s.Value), sums.GetMeasurementSnapshot().Sum(m => m.Value), 9);
+
+        // The strategy gauge carries the same labels on both paths.
+        using var strategy = new MetricCollector<int>(factory, MeterBridge.MeterName, "percpu.processor_id.strategy");
+        strategy.RecordObservableInstruments();
+        CollectedMeasurement<int> observedStrategy = Assert.Single(strategy.GetMeasurementSnapshot());
+        Scrape.Sample scrapedStrategy = Assert.Single(scrape.Named("percpu_processor_id_strategy"));
+        Assert.Equal(scrapedStrategy.Labels["strategy"], observedStrategy.Tags["strategy"]);
+        Assert.Equal(scrapedStrategy.Labels["slots"], Convert.ToString(observedStrategy.Tags["slots"], System.Globalization.CultureInfo.InvariantCulture));
     }
 
     [Fact]

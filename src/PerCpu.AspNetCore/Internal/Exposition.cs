@@ -74,7 +74,7 @@ internal static class Exposition
         }
 
         // Self-metrics.
-        Header(w, "percpu_processor_id_strategy", "gauge", "The CPU-id strategy in use (value 1) and its measured cost.", null);
+        Header(w, "percpu_processor_id_strategy", "gauge", "The CPU-id strategy in use (value 1) and the number of per-CPU slots.", null);
         Sample(w, "percpu_processor_id_strategy", $"strategy=\"{ProcessorId.Strategy}\",slots=\"{ProcessorId.SlotCount.ToString(CultureInfo.InvariantCulture)}\"", null, null, 1);
         Header(w, "percpu_series", "gauge", "Series of http.server.request.duration, excluding the overflow series.", null);
         Sample(w, "percpu_series", "", null, null, store.SeriesCount);

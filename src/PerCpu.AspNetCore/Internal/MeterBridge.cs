@@ -27,7 +27,7 @@ internal sealed class MeterBridge : IDisposable
         Meter.CreateObservableGauge("percpu.http.server.request_rate", RequestRates, "{request}/s", "Requests per second over a window, by route (absent: all routes).");
         Meter.CreateObservableGauge("percpu.series", () => (long)store.SeriesCount, "{series}", "Series of http.server.request.duration.");
         Meter.CreateObservableCounter("percpu.series.overflow_records", () => store.OverflowRecords, "{request}", "Requests recorded in the overflow series.");
-        Meter.CreateObservableGauge("percpu.processor_id.strategy", () => new Measurement<int>(1, new KeyValuePair<string, object?>("strategy", ProcessorId.Strategy.ToString())), null, "The CPU-id strategy in use.");
+        Meter.CreateObservableGauge("percpu.processor_id.strategy", () => new Measurement<int>(1, new("strategy", ProcessorId.Strategy.ToString()), new("slots", ProcessorId.SlotCount)), null, "The CPU-id strategy in use (value 1) and the number of per-CPU slots.");
     }
 
     public Meter Meter { get; }

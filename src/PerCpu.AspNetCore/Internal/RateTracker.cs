@@ -24,6 +24,7 @@ internal sealed class RateTracker : IDisposable
     private readonly Ring _total;
     private ITimer? _timer;
     private long _lastSample;
+    private bool _ticked;
 
     public RateTracker(HttpMetricsStore store, TimeProvider time, IList<int> windows)
     {
@@ -31,7 +32,7 @@ internal sealed class RateTracker : IDisposable
         _time = time;
         _windows = [.. windows];
         _ringSize = _windows.Max() + 1;
-        _total = new Ring(_ringSize);
+        _total = new Ring(_ringSize, ewmaFromZero: false);
         _lastSample = time.GetTimestamp();
     }
 
@@ -66,7 +67,9 @@ internal sealed class RateTracker : IDisposable
 
                 if (!_routes.TryGetValue(route, out Ring? ring))
                 {
-                    _routes[route] = ring = new Ring(_ringSize);
+                    // A route that appears after the first tick starts its averages at 0, as if it had been there with
+                    // no requests since the total's averages started: per-route averages then add up to the total.
+                    _routes[route] = ring = new Ring(_ringSize, ewmaFromZero: _ticked);
                 }
 
                 long count = route.Requests.Sum();
@@ -75,6 +78,7 @@ internal sealed class RateTracker : IDisposable
             }
 
             _total.Advance(total, seconds);
+            _ticked = true;
         }
     }
 
@@ -107,11 +111,12 @@ internal sealed class RateTracker : IDisposable
         }
     }
 
-    private sealed class Ring(int size)
+    /// <summary>Per-second cumulative counts and the EWMAs. <paramref name="ewmaFromZero"/> false: the averages start at the first second's rate.</summary>
+    private sealed class Ring(int size, bool ewmaFromZero)
     {
         private readonly long[] _counts = new long[size]; // cumulative count at the end of each second; zeros before the first
         private int _head;
-        private bool _ewmaStarted;
+        private bool _ewmaStarted = ewmaFromZero;
 
         public double[] Ewma { get; } = new double[s_ewmas.Length];
 

@@ -2,7 +2,7 @@
 # Runs every test of the solution: the one test command of the README, and what .ci/run calls.
 # Installs what the tests need first (Debian's prometheus package: promtool and the server for the end-to-end
 # test; dotnet-counters; from npm the k6 type definitions and the OTLP decoder of OpenTelemetry JS), type-checks the k6 scripts, then builds in Release and runs the xunit
-# suites, then runs the k6 scripts with the real k6 against the sample where k6 is found. Exits non-zero on any build error or failed test; the last line is "N passed, N failed, N skipped".
+# suites, then packs the libraries and uses them from a fresh app (JIT and Native AOT), then runs the k6 scripts with the real k6 against the sample where k6 is found. Exits non-zero on any build error or failed test; the last line is "N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +41,13 @@ dotnet test Solution.sln -c Release 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
+# The packages as a user gets them: pack both (deterministic, Source Link), a fresh `dotnet new web` app on the local
+# feed with the README's quick start, then the same app under Native AOT; exact counts in both (eng/package-check.sh).
+package_failed=0
+if [ "$status" -eq 0 ] && [ "${PERCPU_SKIP_PACKAGE_CHECK:-0}" != "1" ]; then
+  bash eng/package-check.sh || package_failed=1
+fi
+
 # The real k6, where there is one (PERCPU_K6, then k6 on PATH, then ../shared/tools/k6): smoke from the repository
 # root, a 10 s load at 200/s from inside k6/, and smoke through a proxy that loses one request, which must fail.
 k6_bin="${PERCPU_K6:-$(command -v k6 || true)}"
@@ -73,6 +80,7 @@ elif [ -z "$k6_bin" ]; then
   echo "k6 not found (PERCPU_K6, PATH, ../shared/tools/k6): the scripts were type-checked only"
 fi
 [ "$k6_failed" -eq 0 ] || status=1
+[ "$package_failed" -eq 0 ] || status=1
 
 passed=0 failed=0 skipped=0
 while read -r p f s; do

@@ -32,6 +32,33 @@ public sealed class PerCpuMetricsOptions
     /// <summary>The <c>http.route</c> value of requests that matched no endpoint (never the raw path). Default <c>unmatched</c>.</summary>
     public string UnmatchedRoute { get; set; } = "unmatched";
 
+    /// <summary>
+    /// Meters whose instruments (<c>Counter&lt;T&gt;</c>, <c>Histogram&lt;T&gt;</c>, <c>UpDownCounter&lt;T&gt;</c>, <c>Gauge&lt;T&gt;</c>,
+    /// observable instruments) PerCpu aggregates per CPU and exposes on <c>/metrics</c> and through its OTLP exporter,
+    /// named by OpenTelemetry's Prometheus rules (<c>shop.orders</c> with unit <c>{order}</c> becomes
+    /// <c>shop_orders_total</c>). A trailing <c>*</c> matches a prefix. Add your own (<c>o.Meters.Add("Shop")</c>); remove
+    /// the defaults you do not want, or <c>Clear()</c> them. Default: <see cref="DefaultMeters"/>: .NET's runtime meter and
+    /// ASP.NET Core's meters other than hosting (whose request metrics PerCpu records itself).
+    /// <c>Microsoft.AspNetCore.Hosting</c> and PerCpu's own <c>PerCpu.AspNetCore</c> meter are never collected this way.
+    /// </summary>
+    public IList<string> Meters { get; set; } = [.. DefaultMeters];
+
+    /// <summary>The meters collected by default.</summary>
+    public static IReadOnlyList<string> DefaultMeters { get; } =
+    [
+        "System.Runtime",
+        "Microsoft.AspNetCore.Server.Kestrel",
+        "Microsoft.AspNetCore.Routing",
+        "Microsoft.AspNetCore.Diagnostics",
+        "Microsoft.AspNetCore.RateLimiting",
+        "Microsoft.AspNetCore.HeaderParsing",
+        "Microsoft.AspNetCore.Http.Connections",
+        "Microsoft.AspNetCore.Authentication",
+        "Microsoft.AspNetCore.Authorization",
+        "Microsoft.AspNetCore.Identity",
+        "Microsoft.AspNetCore.MemoryPool",
+    ];
+
     /// <summary>Whether the scrape endpoint mapped by <c>MapPerCpuMetrics</c> is left out of the request metrics. Default true.</summary>
     public bool ExcludeScrapeEndpoint { get; set; } = true;
 }

@@ -4,15 +4,21 @@ using Microsoft.Extensions.Options;
 using PerCpu.AspNetCore;
 using PerCpu.AspNetCore.Internal;
 using PerCpu.AspNetCore.Otlp;
+using PerCpu.Families;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
 /// <summary>Registers PerCpu request metrics.</summary>
 public static class PerCpuMetricsServiceCollectionExtensions
 {
+    // Hosting's request metrics are PerCpu's own (recorded per CPU by the middleware); PerCpu's meter bridge re-publishes
+    // what the scrape already shows.
+    private static readonly string[] NeverListened = ["Microsoft.AspNetCore.Hosting", MeterBridge.MeterName];
+
     /// <summary>
-    /// Adds PerCpu request metrics: the per-CPU store, the <c>PerCpu.AspNetCore</c> meter, and the once-a-second rate
-    /// sampler. Options are validated when the host starts; an invalid value fails startup with a message naming it.
+    /// Adds PerCpu request metrics: the per-CPU store, the <see cref="MetricRegistry"/> for the app's own labelled families,
+    /// the listener that aggregates the Meter API instruments of <see cref="PerCpuMetricsOptions.Meters"/> per CPU, the
+    /// <c>PerCpu.AspNetCore</c> meter, and the once-a-second rate sampler. Options are validated when the host starts; an invalid value fails startup with a message naming it.
     /// Then call <c>app.UsePerCpuMetrics()</c> and <c>app.MapPerCpuMetrics()</c>.
     /// </summary>
     /// <param name="services">The services.</param>
@@ -31,6 +37,14 @@ public static class PerCpuMetricsServiceCollectionExtensions
         services.TryAddSingleton(TimeProvider.System);
         services.AddMetrics();
         services.TryAddSingleton<HttpMetricsStore>();
+        services.TryAddSingleton(sp => new MetricRegistry(sp.GetRequiredService<IOptions<PerCpuMetricsOptions>>().Value.MaxSeriesPerMetric));
+        services.TryAddSingleton(sp =>
+        {
+            PerCpuMetricsOptions o = sp.GetRequiredService<IOptions<PerCpuMetricsOptions>>().Value;
+            var listener = new PerCpuMeterListener(o.Meters, NeverListened, o.MaxSeriesPerMetric);
+            sp.GetRequiredService<MetricRegistry>().AddProducer(listener);
+            return listener;
+        });
         services.TryAddSingleton<MeterBridge>();
         services.TryAddSingleton<ScrapeEndpoint>();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, RatesHostedService>());

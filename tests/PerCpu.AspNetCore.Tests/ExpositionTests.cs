@@ -63,6 +63,20 @@ public sealed class ExpositionTests
     [Fact]
     public async Task Promtool_CheckMetrics_PassesOnRealScrape()
     {
+        await using TestApp app = await TestApp.StartAsync(o => o.UnmatchedRoute = "un\"matched");
+        await Traffic(app);
+        Scrape scrape = await app.ScrapeAsync();
+        await AssertPromtoolAccepts(scrape.Text);
+    }
+
+    /// <summary>
+    /// Runs <c>promtool check metrics</c> on the 0.0.4 text format (promtool 2.42 reads no OpenMetrics). Parse errors always fail. Of the lint rules, only one is tolerated, and only for
+    /// names that .NET's own instruments give under OpenTelemetry's naming rules (<c>dotnet.assembly.count</c> becomes
+    /// <c>dotnet_assembly_count</c>, a gauge, exactly as the OpenTelemetry Prometheus exporter names it): the
+    /// <c>_count</c> suffix on a gauge. PerCpu's own names must pass every rule.
+    /// </summary>
+    internal static async Task AssertPromtoolAccepts(string text)
+    {
         string? promtool = FindPromtool();
         if (promtool is null)
         {
@@ -70,18 +84,17 @@ public sealed class ExpositionTests
             Assert.Skip("promtool not found; eng/test.sh installs it (Debian package prometheus)");
         }
 
-        await using TestApp app = await TestApp.StartAsync(o => o.UnmatchedRoute = "un\"matched");
-        await Traffic(app);
-        Scrape scrape = await app.ScrapeAsync();
-
         var psi = new ProcessStartInfo(promtool, "check metrics") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
         using Process p = Process.Start(psi)!;
-        await p.StandardInput.WriteAsync(scrape.Text);
+        await p.StandardInput.WriteAsync(text);
         p.StandardInput.Close();
         string output = await p.StandardOutput.ReadToEndAsync(Ct) + await p.StandardError.ReadToEndAsync(Ct);
         await p.WaitForExitAsync(Ct);
-
-        Assert.True(p.ExitCode == 0, "promtool check metrics failed:\n" + output + "\n--- scrape ---\n" + scrape.Text);
+        string[] problems = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        bool onlyTolerated = p.ExitCode == 3 && problems.Length > 0 && problems.All(l =>
+            l.EndsWith("non-histogram and non-summary metrics should not have \"_count\" suffix", StringComparison.Ordinal)
+            && l.StartsWith("dotnet_", StringComparison.Ordinal));
+        Assert.True(p.ExitCode == 0 || onlyTolerated, $"promtool check metrics failed (exit {p.ExitCode}):\n" + output + "\n--- scrape ---\n" + text);
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.Extensions.Configuration;
@@ -95,6 +96,61 @@ public sealed class OtlpExporterTests
         Assert.False(active.GetProperty("isMonotonic").GetBoolean());
         Assert.Equal("AGGREGATION_TEMPORALITY_CUMULATIVE", active.GetProperty("aggregationTemporality").GetString());
         Assert.Contains(Metric(scope, "percpu.http.server.request_rate").GetProperty("gauge").GetProperty("dataPoints").EnumerateArray(), p => Attribute(p.GetProperty("attributes"), "window") == "10s");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AppFamilies_MeterApiAndRegistry_ExportedAsRealOtlpPoints(bool exponential)
+    {
+        string meterName = "OtlpShop" + Guid.NewGuid().ToString("N")[..8];
+        await using OtlpReceiver receiver = await OtlpReceiver.StartAsync();
+        await using TestApp app = await TestApp.StartAsync(o => o.Meters.Add(meterName), b => b.Services.AddPerCpuOtlpExporter(o =>
+        {
+            o.Endpoint = receiver.Endpoint;
+            o.ExportInterval = TimeSpan.FromHours(1);
+            o.ExponentialHistogram = exponential;
+            o.Temporality = OtlpTemporality.Delta; // the app's families stay cumulative
+        }));
+        Meter meter = app.App.Services.GetRequiredService<IMeterFactory>().Create(meterName);
+        var orders = meter.CreateCounter<long>("shop.orders", "{order}", "Orders placed.");
+        var checkout = meter.CreateHistogram<double>("shop.checkout.duration", "s");
+        meter.CreateObservableGauge("shop.stock", () => 7.5);
+        for (int i = 0; i < 40; i++)
+        {
+            orders.Add(1, new KeyValuePair<string, object?>("region", i % 2 == 0 ? "eu" : "us"));
+            checkout.Record(0.02 * (1 + (i % 4)), new KeyValuePair<string, object?>("region", "eu"));
+        }
+
+        PerCpu.Families.UpDownCounterFamily open = app.App.Services.GetRequiredService<PerCpu.Families.MetricRegistry>().CreateUpDownCounter("worker.open", "{job}", null, "queue");
+        open.WithLabels("mail").Add(-3);
+        OtlpExporterService exporter = app.App.Services.GetRequiredService<OtlpExporterService>();
+        Assert.True(await exporter.ExportAsync(Ct));
+        Assert.True(await exporter.ExportAsync(Ct));
+
+        // Both exports carry the totals (cumulative): a lost export would lose nothing.
+        foreach ((DateTimeOffset _, byte[] body, string? _, string? _, string? _) in receiver.Requests)
+        {
+            JsonElement scope = OtlpReceiver.Decode(body).GetProperty("resourceMetrics")[0].GetProperty("scopeMetrics")[0];
+            JsonElement sum = Metric(scope, "shop.orders").GetProperty("sum");
+            Assert.True(sum.GetProperty("isMonotonic").GetBoolean());
+            Assert.Equal("AGGREGATION_TEMPORALITY_CUMULATIVE", sum.GetProperty("aggregationTemporality").GetString());
+            Assert.Equal("{order}", Metric(scope, "shop.orders").GetProperty("unit").GetString());
+            Assert.Equal(20, long.Parse(sum.GetProperty("dataPoints").EnumerateArray().Single(p => Attribute(p.GetProperty("attributes"), "region") == "eu").GetProperty("asInt").GetString()!, CultureInfo.InvariantCulture));
+            Assert.Equal(20, long.Parse(sum.GetProperty("dataPoints").EnumerateArray().Single(p => Attribute(p.GetProperty("attributes"), "region") == "us").GetProperty("asInt").GetString()!, CultureInfo.InvariantCulture));
+            JsonElement hist = Metric(scope, "shop.checkout.duration").GetProperty(exponential ? "exponentialHistogram" : "histogram");
+            JsonElement point = Assert.Single(hist.GetProperty("dataPoints").EnumerateArray());
+            Assert.Equal(40, long.Parse(point.GetProperty("count").GetString()!, CultureInfo.InvariantCulture));
+            Assert.Equal(0.02 * 100, point.GetProperty("sum").GetDouble(), 9);
+            Assert.Equal(0.02, point.GetProperty("min").GetDouble());
+            Assert.Equal(0.08, point.GetProperty("max").GetDouble());
+            Assert.Equal(7.5, Assert.Single(Metric(scope, "shop.stock").GetProperty("gauge").GetProperty("dataPoints").EnumerateArray()).GetProperty("asDouble").GetDouble());
+            JsonElement openSum = Metric(scope, "worker.open").GetProperty("sum");
+            Assert.False(openSum.GetProperty("isMonotonic").GetBoolean());
+            Assert.Equal(-3, long.Parse(Assert.Single(openSum.GetProperty("dataPoints").EnumerateArray()).GetProperty("asInt").GetString()!, CultureInfo.InvariantCulture));
+        }
+
+        Assert.Equal(2, receiver.Requests.Count);
     }
 
     [Fact]

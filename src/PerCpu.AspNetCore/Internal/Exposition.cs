@@ -1,17 +1,19 @@
 using System.Globalization;
 using System.Text;
+using PerCpu.Formats;
+using PerCpu.Families;
 
 namespace PerCpu.AspNetCore.Internal;
 
 /// <summary>
-/// Writes the Prometheus text format 0.0.4 or OpenMetrics 1.0.0 from the per-CPU store. Reads never block writers: every
-/// value comes from a lock-free fold of the shards (see <see cref="PerCpuHistogram.Snapshot"/>). Numbers are
-/// culture-invariant; label values are escaped.
+/// The scrape: the HTTP metrics, then the application's families (the registry, with the Meter API listener), then
+/// PerCpu's totals, all through one <see cref="PrometheusTextWriter"/>. Reads never block writers: every value comes
+/// from a lock-free fold of the shards.
 /// </summary>
 internal static class Exposition
 {
-    public const string TextContentType = "text/plain; version=0.0.4; charset=utf-8";
-    public const string OpenMetricsContentType = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    public const string TextContentType = PrometheusTextWriter.TextContentType;
+    public const string OpenMetricsContentType = PrometheusTextWriter.OpenMetricsContentType;
 
     public const string Duration = "http_server_request_duration_seconds";
     public const string Active = "http_server_active_requests";
@@ -23,134 +25,136 @@ internal static class Exposition
         accept is not null && accept.Contains("application/openmetrics-text", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>The scrape as text. The builder grows in chunks of at most 8000 characters, so it never lands on the large-object heap.</summary>
-    public static StringBuilder Write(HttpMetricsStore store, bool openMetrics)
+    public static StringBuilder Write(HttpMetricsStore store, MetricRegistry? registry, bool openMetrics)
     {
-        var w = new StringBuilder();
+        var text = new StringBuilder();
+        var writer = new PrometheusTextWriter(text, openMetrics);
+        store.Producer.Collect(writer);
+        registry?.Collect(writer);
+        writer.Finish();
+        return text;
+    }
 
-        // http.server.request.duration
-        Header(w, Duration, "histogram", "Duration of HTTP server requests.", openMetrics ? "seconds" : null);
-        string[] le = [.. store.Layout.ExplicitBoundaries.Select(b => ",le=\"" + Number(b) + "\"")];
-        long[] cumulative = new long[le.Length];
-        long invalid = 0;
+    /// <summary>The label set of a duration series, in the order the scrape has always written them.</summary>
+    internal static MetricLabels SeriesLabels(RequestSeries s)
+    {
+        if (s.IsOverflow)
+        {
+            return MetricLabels.Overflow;
+        }
+
+        return s.ErrorType is null
+            ? new MetricLabels(
+                ["http.request.method", "http.route", "http.response.status_code", "network.protocol.version", "url.scheme"],
+                [s.Method, s.Route, s.Status, s.Protocol, s.Scheme])
+            : new MetricLabels(
+                ["http.request.method", "http.route", "http.response.status_code", "network.protocol.version", "url.scheme", "error.type"],
+                [s.Method, s.Route, s.Status, s.Protocol, s.Scheme, s.ErrorType]);
+    }
+
+    public static string Number(double value) => PrometheusTextWriter.FormatNumber(value);
+
+    public static string Escape(string value) => PrometheusTextWriter.EscapeLabelValue(value);
+}
+
+/// <summary>
+/// PerCpu's HTTP metrics as families, for every writer: <c>http.server.request.duration</c>,
+/// <c>http.server.active_requests</c>, the request rates and the store's self-metrics.
+/// </summary>
+internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProducer
+{
+    public static readonly MetricDescriptor Duration = new("http.server.request.duration", MetricType.Histogram, "s", "Duration of HTTP server requests.");
+    public static readonly MetricDescriptor Active = new("http.server.active_requests", MetricType.UpDownCounter, "{request}", "Number of active HTTP server requests.");
+    public static readonly MetricDescriptor Rate = new("percpu.http.server.request_rate", MetricType.Gauge, null, "Requests per second over the window (windowed average or EWMA), all routes.");
+    public static readonly MetricDescriptor RouteRate = new("percpu.http.server.route_request_rate", MetricType.Gauge, null, "Requests per second over the window (windowed average or EWMA), by route.");
+    public static readonly MetricDescriptor Strategy = new("percpu.processor_id.strategy", MetricType.Gauge, null, "The CPU-id strategy in use (value 1) and the number of per-CPU slots.");
+    public static readonly MetricDescriptor Series = new("percpu.series", MetricType.Gauge, null, "Series of http.server.request.duration, excluding the overflow series.");
+    public static readonly MetricDescriptor OverflowRecords = new("percpu.series.overflow_records", MetricType.Counter, null, "Requests recorded in the overflow series because the series cap was reached.");
+    public static readonly MetricDescriptor RecordingFailures = new("percpu.recording_failures", MetricType.Counter, null, "Failures of the middleware's own recording; expected to stay 0.");
+
+    private readonly MetricLabels[] _active = BuildActiveLabels();
+    private readonly Dictionary<(string? Route, string Window), MetricLabels> _rateLabels = [];
+
+    public void Collect(IMetricsWriter writer)
+    {
+        writer.BeginFamily(Duration);
         foreach (RequestSeries s in store.RecordedSeries())
         {
-            long count = s.Duration.ReadExplicitBuckets(cumulative, out double sum, out long seriesInvalid);
-            invalid += seriesInvalid;
-            if (count == 0 && s.IsOverflow)
+            if (s.IsOverflow && s.Duration.ShardCount == 0)
             {
                 continue;
             }
 
-            string labels = s.PrometheusLabels;
-            for (int i = 0; i < le.Length; i++)
-            {
-                w.Append(Duration).Append("_bucket{").Append(labels).Append(le[i]).Append("} ").Append(CultureInfo.InvariantCulture, $"{cumulative[i]}").Append('\n');
-            }
-
-            w.Append(Duration).Append("_bucket{").Append(labels).Append(",le=\"+Inf\"} ").Append(CultureInfo.InvariantCulture, $"{count}").Append('\n');
-            w.Append(Duration).Append("_sum{").Append(labels).Append("} ").Append(CultureInfo.InvariantCulture, $"{sum:R}").Append('\n');
-            w.Append(Duration).Append("_count{").Append(labels).Append("} ").Append(CultureInfo.InvariantCulture, $"{count}").Append('\n');
+            writer.WriteHistogram(s.SeriesLabels, s.Duration);
         }
 
-        // http.server.active_requests: an up-down counter, a gauge in Prometheus.
-        Header(w, Active, "gauge", "Number of active HTTP server requests.", null);
-        foreach ((string method, string scheme, long value) in store.ActiveRequests())
+        writer.BeginFamily(Active);
+        for (int m = 0; m < Labels.Methods.Length; m++)
         {
-            Sample(w, Active, $"http_request_method=\"{method}\",url_scheme=\"{scheme}\"", null, null, value);
+            for (int sc = 0; sc < Labels.Schemes.Length; sc++)
+            {
+                long value = store.Active[(m * 2) + sc].Sum();
+                if (value != 0 || (m == 1 && sc == 0))
+                {
+                    writer.WritePoint(_active[(m * 2) + sc], value);
+                }
+            }
         }
 
-        // Request rates, computed from the per-second ring.
         List<(string? Route, string Window, double Rate)> rates = store.Rates.Read();
-        Header(w, Rate, "gauge", "Requests per second over the window (windowed average or EWMA), all routes.", null);
-        foreach ((string? route, string window, double rate) in rates.Where(r => r.Route is null))
+        writer.BeginFamily(Rate);
+        foreach ((string? route, string window, double rate) in rates)
         {
-            Sample(w, Rate, $"window=\"{window}\"", null, null, rate);
-        }
-
-        Header(w, RouteRate, "gauge", "Requests per second over the window (windowed average or EWMA), by route.", null);
-        foreach ((string? route, string window, double rate) in rates.Where(r => r.Route is not null))
-        {
-            Sample(w, RouteRate, $"http_route=\"{Escape(route!)}\",window=\"{window}\"", null, null, rate);
-        }
-
-        // Self-metrics.
-        Header(w, "percpu_processor_id_strategy", "gauge", "The CPU-id strategy in use (value 1) and the number of per-CPU slots.", null);
-        Sample(w, "percpu_processor_id_strategy", $"strategy=\"{ProcessorId.Strategy}\",slots=\"{ProcessorId.SlotCount.ToString(CultureInfo.InvariantCulture)}\"", null, null, 1);
-        Header(w, "percpu_series", "gauge", "Series of http.server.request.duration, excluding the overflow series.", null);
-        Sample(w, "percpu_series", "", null, null, store.SeriesCount);
-        Counter(w, "percpu_series_overflow_records", "Requests recorded in the overflow series because the series cap was reached.", store.OverflowRecords, openMetrics);
-        Counter(w, "percpu_invalid_values", "Invalid durations (NaN, infinite, negative) counted and left out of the histograms.", invalid, openMetrics);
-        Counter(w, "percpu_recording_failures", "Failures of the middleware's own recording; expected to stay 0.", store.RecordingFailures, openMetrics);
-
-        if (openMetrics)
-        {
-            w.Append("# EOF\n");
-        }
-
-        return w;
-    }
-
-    internal static string SeriesLabels(RequestSeries s)
-    {
-        if (s.IsOverflow)
-        {
-            return "otel_metric_overflow=\"true\"";
-        }
-
-        var b = new StringBuilder(128);
-        b.Append("http_request_method=\"").Append(s.Method)
-         .Append("\",http_route=\"").Append(Escape(s.Route))
-         .Append("\",http_response_status_code=\"").Append(s.Status)
-         .Append("\",network_protocol_version=\"").Append(s.Protocol)
-         .Append("\",url_scheme=\"").Append(s.Scheme).Append('"');
-        if (s.ErrorType is not null)
-        {
-            b.Append(",error_type=\"").Append(Escape(s.ErrorType)).Append('"');
-        }
-
-        return b.ToString();
-    }
-
-    private static void Header(StringBuilder w, string name, string type, string help, string? unit)
-    {
-        w.Append("# HELP ").Append(name).Append(' ').Append(EscapeHelp(help)).Append('\n');
-        w.Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
-        if (unit is not null)
-        {
-            w.Append("# UNIT ").Append(name).Append(' ').Append(unit).Append('\n');
-        }
-    }
-
-    private static void Counter(StringBuilder w, string family, string help, long value, bool openMetrics)
-    {
-        // OpenMetrics names the family without _total and the sample with it; the 0.0.4 text format names both with it.
-        Header(w, openMetrics ? family : family + "_total", "counter", help, null);
-        Sample(w, family + "_total", "", null, null, value);
-    }
-
-    private static void Sample(StringBuilder w, string name, string labels, string? extraName, string? extraValue, double value)
-    {
-        w.Append(name);
-        if (labels.Length > 0 || extraName is not null)
-        {
-            w.Append('{').Append(labels);
-            if (extraName is not null)
+            if (route is null)
             {
-                w.Append(labels.Length > 0 ? "," : "").Append(extraName).Append("=\"").Append(extraValue).Append('"');
+                writer.WritePoint(RateLabels(null, window), rate);
+            }
+        }
+
+        writer.BeginFamily(RouteRate);
+        foreach ((string? route, string window, double rate) in rates)
+        {
+            if (route is not null)
+            {
+                writer.WritePoint(RateLabels(route, window), rate);
+            }
+        }
+
+        writer.BeginFamily(Strategy);
+        writer.WritePoint(new MetricLabels(["strategy", "slots"], [ProcessorId.Strategy.ToString(), ProcessorId.SlotCount.ToString(CultureInfo.InvariantCulture)]), 1L);
+        writer.BeginFamily(Series);
+        writer.WritePoint(MetricLabels.Empty, (long)store.SeriesCount);
+        writer.BeginFamily(OverflowRecords);
+        writer.WritePoint(MetricLabels.Empty, store.OverflowRecords);
+        writer.BeginFamily(RecordingFailures);
+        writer.WritePoint(MetricLabels.Empty, store.RecordingFailures);
+    }
+
+    private MetricLabels RateLabels(string? route, string window)
+    {
+        lock (_rateLabels)
+        {
+            if (!_rateLabels.TryGetValue((route, window), out MetricLabels? labels))
+            {
+                labels = route is null ? new MetricLabels(["window"], [window]) : new MetricLabels(["http.route", "window"], [route, window]);
+                _rateLabels[(route, window)] = labels;
             }
 
-            w.Append('}');
+            return labels;
         }
-
-        w.Append(' ').Append(Number(value)).Append('\n');
     }
 
-    public static string Number(double value) =>
-        double.IsPositiveInfinity(value) ? "+Inf" : double.IsNegativeInfinity(value) ? "-Inf" : double.IsNaN(value) ? "NaN" : value.ToString("R", CultureInfo.InvariantCulture);
+    private static MetricLabels[] BuildActiveLabels()
+    {
+        var labels = new MetricLabels[Labels.Methods.Length * Labels.Schemes.Length];
+        for (int m = 0; m < Labels.Methods.Length; m++)
+        {
+            for (int sc = 0; sc < Labels.Schemes.Length; sc++)
+            {
+                labels[(m * 2) + sc] = new MetricLabels(["http.request.method", "url.scheme"], [Labels.Methods[m], Labels.Schemes[sc]]);
+            }
+        }
 
-    public static string Escape(string value) =>
-        value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
-
-    private static string EscapeHelp(string value) =>
-        value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
+        return labels;
+    }
 }

@@ -44,7 +44,11 @@ internal sealed class HttpMetricsStore
         }
 
         Rates = new RateTracker(this, time, o.RateWindowsSeconds);
+        Producer = new HttpMetricsProducer(this);
     }
+
+    /// <summary>These metrics as families, for every writer.</summary>
+    public HttpMetricsProducer Producer { get; }
 
     public PerCpuMetricsOptions Options { get; }
 

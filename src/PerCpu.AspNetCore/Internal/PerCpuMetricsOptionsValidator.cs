@@ -58,6 +58,21 @@ internal sealed class PerCpuMetricsOptionsValidator : IValidateOptions<PerCpuMet
             failures.Add("PerCpuMetricsOptions.UnmatchedRoute is empty; give the http.route value for requests that match no endpoint (default \"unmatched\").");
         }
 
+        if (options.Meters is null)
+        {
+            failures.Add("PerCpuMetricsOptions.Meters is null; use Meters.Clear() to collect no Meter API instruments.");
+        }
+        else
+        {
+            foreach (string? meter in options.Meters)
+            {
+                if (string.IsNullOrWhiteSpace(meter) || meter.IndexOf('*', StringComparison.Ordinal) is int star && star >= 0 && star != meter.Length - 1)
+                {
+                    failures.Add($"PerCpuMetricsOptions.Meters holds '{meter}'; give a meter name, or a prefix ending in '*' (e.g. \"Shop\" or \"Microsoft.AspNetCore.*\").");
+                }
+            }
+        }
+
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
     }
 }

@@ -24,6 +24,6 @@ internal sealed class RequestSeries(int key, string route, int method, int statu
 
     public PerCpuHistogram Duration { get; } = new(layout);
 
-    /// <summary>The Prometheus label set, built once: a scrape appends it, never rebuilds it.</summary>
-    public string PrometheusLabels => field ??= Exposition.SeriesLabels(this);
+    /// <summary>The label set, built once: every writer reuses it (and its cached Prometheus text).</summary>
+    public PerCpu.Families.MetricLabels SeriesLabels => field ??= Exposition.SeriesLabels(this);
 }

@@ -11,7 +11,7 @@ namespace PerCpu.AspNetCore.Internal;
 /// scrape that shares it has written it; each response is written with Kestrel's back-pressure, so a slow scraper holds
 /// no more than its connection's output buffer beyond the shared copy.
 /// </summary>
-internal sealed class ScrapeEndpoint(HttpMetricsStore store)
+internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.MetricRegistry registry)
 {
     private const int ChunkSize = 64 * 1024;
 
@@ -66,7 +66,7 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store)
             {
                 try
                 {
-                    return Encode(Exposition.Write(store, openMetrics));
+                    return Encode(Exposition.Write(store, registry, openMetrics));
                 }
                 finally
                 {

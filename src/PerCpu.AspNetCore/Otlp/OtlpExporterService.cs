@@ -30,6 +30,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
     internal static readonly TimeSpan MaxHoldBack = TimeSpan.FromMinutes(5);
 
     private readonly HttpMetricsStore _store;
+    private readonly PerCpu.Families.MetricRegistry? _registry;
     private readonly PerCpuOtlpExporterOptions _options;
     private readonly IReadOnlyDictionary<string, string> _resource;
     private readonly TimeProvider _time;
@@ -47,9 +48,10 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
     private int _consecutiveFailures;
     private DateTimeOffset _holdBackUntil;
 
-    public OtlpExporterService(HttpMetricsStore store, IOptions<PerCpuOtlpExporterOptions> options, TimeProvider time, ILogger<OtlpExporterService> logger)
+    public OtlpExporterService(HttpMetricsStore store, IOptions<PerCpuOtlpExporterOptions> options, TimeProvider time, ILogger<OtlpExporterService> logger, PerCpu.Families.MetricRegistry? registry = null)
     {
         _store = store;
+        _registry = registry;
         _options = options.Value;
         _time = time;
         _logger = logger;
@@ -266,7 +268,10 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
         _lastCollect = now; // the next deltas start here; undelivered ones keep their own start in _pending
         long overflow = _store.OverflowRecords;
         return new OtlpBatch(now, _processStart, _options.Temporality, durations, [.. _store.ActiveRequests()], _store.Rates.Read(), _store.SeriesCount,
-            delta ? overflow - _overflowSent : overflow, delta ? _overflowStart : _processStart);
+            delta ? overflow - _overflowSent : overflow, delta ? _overflowStart : _processStart)
+        {
+            Families = _registry is null ? [] : OtlpFamilyCollector.Collect(_registry),
+        };
     }
 
     /// <summary>The export's deadline: its token, and when it started, to tell how much time a retry would leave.</summary>

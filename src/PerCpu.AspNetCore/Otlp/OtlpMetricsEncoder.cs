@@ -1,4 +1,5 @@
 using PerCpu.AspNetCore.Internal;
+using PerCpu.Families;
 
 namespace PerCpu.AspNetCore.Otlp;
 
@@ -19,7 +20,11 @@ internal sealed record OtlpBatch(
     long SeriesCount,
     long OverflowRecords,
     ulong OverflowStartUnixNano,
-    bool WithOtherMetrics = true);
+    bool WithOtherMetrics = true)
+{
+    /// <summary>The app's families (registry and Meter API listener), cumulative; sent with the other metrics.</summary>
+    public IReadOnlyList<CollectedFamily> Families { get; init; } = [];
+}
 
 /// <summary>
 /// Encodes an <c>opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest</c> (field numbers of
@@ -155,14 +160,106 @@ internal static class OtlpMetricsEncoder
                 sum.Bool(3, true);
             });
         });
+
+        foreach (CollectedFamily family in batch.Families)
+        {
+            sm.Message(2, (family, batch, exponential), static (m, s) => WriteFamily(m, s.family, s.batch, s.exponential));
+        }
     }
 
-    private static void ExplicitPoint(ProtobufWriter p, (HistogramPoint Point, ulong Time, HistogramLayout Layout) s)
+    /// <summary>A family from the registry: Sum (monotonic or not), Gauge, or (exponential) Histogram; always cumulative.</summary>
+    private static void WriteFamily(ProtobufWriter m, CollectedFamily family, OtlpBatch batch, bool exponential)
     {
-        HistogramSnapshot snap = s.Point.Snapshot;
-        Attributes(p, 9, s.Point.Series);
-        p.Fixed64(2, s.Point.StartUnixNano);
-        p.Fixed64(3, s.Time);
+        MetricDescriptor d = family.Descriptor;
+        m.String(1, d.Name);
+        if (d.Description is not null)
+        {
+            m.String(2, d.Description);
+        }
+
+        if (d.Unit is not null)
+        {
+            m.String(3, d.Unit);
+        }
+
+        switch (d.Type)
+        {
+            case MetricType.Histogram:
+                m.Message(exponential ? 10 : 9, (family, batch, exponential), static (h, s) =>
+                {
+                    foreach ((MetricLabels labels, HistogramSnapshot snapshot) in s.family.Histograms)
+                    {
+                        if (s.exponential)
+                        {
+                            h.Message(1, (labels, snapshot, s.batch), static (p, x) => ExponentialCore(p, x.snapshot, x.batch.ProcessStartUnixNano, x.batch.TimeUnixNano, q => LabelAttributes(q, 1, x.labels)));
+                        }
+                        else
+                        {
+                            h.Message(1, (labels, snapshot, s.batch), static (p, x) => ExplicitCore(p, x.snapshot, x.batch.ProcessStartUnixNano, x.batch.TimeUnixNano, q => LabelAttributes(q, 9, x.labels)));
+                        }
+                    }
+
+                    h.Varint(2, Cumulative);
+                });
+                break;
+            case MetricType.Gauge:
+                m.Message(5, (family, batch), static (g, s) => NumberPoints(g, s.family, s.batch, withStart: false));
+                break;
+            default:
+                m.Message(7, (family, batch), static (sum, s) =>
+                {
+                    NumberPoints(sum, s.family, s.batch, withStart: true);
+                    sum.Varint(2, Cumulative);
+                    sum.Bool(3, s.family.Descriptor.Type == MetricType.Counter);
+                });
+                break;
+        }
+    }
+
+    private static void NumberPoints(ProtobufWriter data, CollectedFamily family, OtlpBatch batch, bool withStart)
+    {
+        foreach ((MetricLabels labels, double? asDouble, long asLong) in family.Points)
+        {
+            data.Message(1, (labels, asDouble, asLong, batch, withStart), static (p, x) =>
+            {
+                LabelAttributes(p, 7, x.labels);
+                if (x.withStart)
+                {
+                    p.Fixed64(2, x.batch.ProcessStartUnixNano);
+                }
+
+                p.Fixed64(3, x.batch.TimeUnixNano);
+                if (x.asDouble is double value)
+                {
+                    p.Double(4, value);
+                }
+                else
+                {
+                    p.Fixed64(6, (ulong)x.asLong); // as_int (sfixed64)
+                }
+            });
+        }
+    }
+
+    private static void LabelAttributes(ProtobufWriter p, int field, MetricLabels labels)
+    {
+        for (int i = 0; i < labels.Count; i++)
+        {
+            p.Message(field, (labels.Names[i], (object)labels.Values[i]), KeyValue);
+        }
+    }
+
+    private static void ExplicitPoint(ProtobufWriter p, (HistogramPoint Point, ulong Time, HistogramLayout Layout) s) =>
+        ExplicitCore(p, s.Point.Snapshot, s.Point.StartUnixNano, s.Time, q => Attributes(q, 9, s.Point.Series));
+
+    private static void ExponentialPoint(ProtobufWriter p, (HistogramPoint Point, ulong Time, HistogramLayout Layout) s) =>
+        ExponentialCore(p, s.Point.Snapshot, s.Point.StartUnixNano, s.Time, q => Attributes(q, 1, s.Point.Series));
+
+    private static void ExplicitCore(ProtobufWriter p, HistogramSnapshot snap, ulong start, ulong time, Action<ProtobufWriter> attributes)
+    {
+        attributes(p);
+        p.Fixed64(2, start);
+        p.Fixed64(3, time);
         p.Fixed64(4, (ulong)snap.Count);
         p.Double(5, snap.Sum);
         int n = snap.CumulativeCounts.Count;
@@ -189,12 +286,11 @@ internal static class OtlpMetricsEncoder
     /// positive buckets are the in-range exponential buckets with leading and trailing zeros trimmed; values above
     /// 2^MaxExponent (the overflow bucket) are reported in the first bucket above the range, and max tells their true size.
     /// </summary>
-    private static void ExponentialPoint(ProtobufWriter p, (HistogramPoint Point, ulong Time, HistogramLayout Layout) s)
+    private static void ExponentialCore(ProtobufWriter p, HistogramSnapshot snap, ulong start, ulong time, Action<ProtobufWriter> attributes)
     {
-        HistogramSnapshot snap = s.Point.Snapshot;
-        Attributes(p, 1, s.Point.Series);
-        p.Fixed64(2, s.Point.StartUnixNano);
-        p.Fixed64(3, s.Time);
+        attributes(p);
+        p.Fixed64(2, start);
+        p.Fixed64(3, time);
         p.Fixed64(4, (ulong)snap.Count);
         p.Double(5, snap.Sum);
         p.SInt32(6, snap.Scale);

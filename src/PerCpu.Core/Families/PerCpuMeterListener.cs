@@ -1,0 +1,382 @@
+using System.Diagnostics.Metrics;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using PerCpu.Internal;
+
+namespace PerCpu.Families;
+
+/// <summary>
+/// Aggregates the standard Meter API (<see cref="Counter{T}"/>, <see cref="UpDownCounter{T}"/>, <see cref="Histogram{T}"/>,
+/// <see cref="Gauge{T}"/> and the observable instruments) of the meters it is told to listen to into per-CPU shards, one
+/// series per tag set, and writes them as families at collection time. Observable instruments are read when
+/// <see cref="Collect"/> runs.
+/// </summary>
+/// <remarks>
+/// <para><b>Writes</b> (the code calling <c>counter.Add(1, tags)</c>): the tag set is found in a lock-free table (no
+/// allocation once the series exists), then the value goes to the current CPU's shard, as with
+/// <see cref="PerCpuCounter"/>, <see cref="PerCpuUpDownCounter"/> and <see cref="PerCpuHistogram"/>. Never throws into
+/// the caller: NaN or infinite sums and negative adds to a monotonic counter are counted as invalid and left out;
+/// histograms count NaN, infinite and negative values as invalid.</para>
+/// <para><b>Bounded</b>: each instrument holds at most <c>maxSeriesPerInstrument</c> tag sets; further ones are recorded
+/// in one overflow series (<c>otel.metric.overflow="true"</c>), so totals stay exact and memory bounded.</para>
+/// <para><b>Reads</b>: the same guarantee as the instruments: exact at quiescence, never losing a completed write.
+/// Instruments from different <see cref="Meter"/> instances with the same name and definition (one per host in a test
+/// process, say) share one family.</para>
+/// </remarks>
+public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
+{
+    private readonly MeterListener _listener;
+    private readonly string[] _exact;
+    private readonly string[] _prefixes;
+    private readonly HashSet<string> _excluded;
+    private readonly int _maxSeries;
+    private readonly Func<string?, IReadOnlyList<double>?, HistogramLayout> _layouts;
+    private readonly Lock _lock = new();
+    private readonly Dictionary<MetricDescriptor, Aggregator> _byDescriptor = [];
+    private readonly List<Aggregator> _ordered = [];
+    private readonly Lock _collectLock = new();
+    private long _invalid;
+    private int _generation;
+
+    /// <summary>Starts listening.</summary>
+    /// <param name="meterNames">Meter names; a trailing <c>*</c> matches any name with that prefix (<c>Microsoft.AspNetCore.*</c>).</param>
+    /// <param name="excludedMeters">Meter names never listened to, even when a pattern matches.</param>
+    /// <param name="maxSeriesPerInstrument">Cap on tag sets per instrument. Default 2000.</param>
+    /// <param name="layoutFor">The histogram layout for a unit and advised boundaries; default <see cref="MetricRegistry.LayoutFor"/>.</param>
+    public PerCpuMeterListener(IEnumerable<string> meterNames, IEnumerable<string>? excludedMeters = null, int maxSeriesPerInstrument = 2000, Func<string?, IReadOnlyList<double>?, HistogramLayout>? layoutFor = null)
+    {
+        ArgumentNullException.ThrowIfNull(meterNames);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxSeriesPerInstrument, 1);
+        string[] names = [.. meterNames.Where(n => !string.IsNullOrWhiteSpace(n)).Select(n => n.Trim())];
+        _exact = [.. names.Where(n => !n.EndsWith('*'))];
+        _prefixes = [.. names.Where(n => n.EndsWith('*')).Select(n => n[..^1])];
+        _excluded = new HashSet<string>(excludedMeters ?? [], StringComparer.OrdinalIgnoreCase);
+        _maxSeries = maxSeriesPerInstrument;
+        _layouts = layoutFor ?? MetricRegistry.LayoutFor;
+        _listener = new MeterListener
+        {
+            InstrumentPublished = OnPublished,
+            MeasurementsCompleted = OnCompleted,
+        };
+        _listener.SetMeasurementEventCallback<byte>(static (i, v, t, s) => ((Aggregator)s!).RecordLong(v, t));
+        _listener.SetMeasurementEventCallback<short>(static (i, v, t, s) => ((Aggregator)s!).RecordLong(v, t));
+        _listener.SetMeasurementEventCallback<int>(static (i, v, t, s) => ((Aggregator)s!).RecordLong(v, t));
+        _listener.SetMeasurementEventCallback<long>(static (i, v, t, s) => ((Aggregator)s!).RecordLong(v, t));
+        _listener.SetMeasurementEventCallback<float>(static (i, v, t, s) => ((Aggregator)s!).RecordDouble(v, t));
+        _listener.SetMeasurementEventCallback<double>(static (i, v, t, s) => ((Aggregator)s!).RecordDouble(v, t));
+        _listener.SetMeasurementEventCallback<decimal>(static (i, v, t, s) => ((Aggregator)s!).RecordDouble((double)v, t));
+        _listener.Start();
+    }
+
+    /// <summary>Measurements counted as invalid and left out (NaN or infinite sums, negative adds to counters).</summary>
+    public long InvalidMeasurements => Volatile.Read(ref _invalid);
+
+    /// <summary>The instruments being aggregated, by definition.</summary>
+    public IReadOnlyList<MetricDescriptor> Instruments
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _ordered.Select(a => a.Descriptor)];
+            }
+        }
+    }
+
+    /// <summary>Whether a meter of this name is listened to.</summary>
+    /// <param name="meterName">The meter's name.</param>
+    /// <returns>True when a pattern matches and the name is not excluded.</returns>
+    public bool Listens(string meterName)
+    {
+        ArgumentNullException.ThrowIfNull(meterName);
+        if (_excluded.Contains(meterName))
+        {
+            return false;
+        }
+
+        foreach (string e in _exact)
+        {
+            if (string.Equals(e, meterName, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        foreach (string p in _prefixes)
+        {
+            if (meterName.StartsWith(p, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Reads the observable instruments, then writes every instrument's family.</summary>
+    /// <param name="writer">The writer.</param>
+    public void Collect(IMetricsWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        lock (_collectLock)
+        {
+            Volatile.Write(ref _generation, _generation + 1);
+            _listener.RecordObservableInstruments();
+            Aggregator[] all;
+            lock (_lock)
+            {
+                all = [.. _ordered];
+            }
+
+            foreach (Aggregator a in all)
+            {
+                a.Write(writer, _generation);
+            }
+
+            writer.AddInvalid(InvalidMeasurements);
+        }
+    }
+
+    /// <summary>Stops listening.</summary>
+    public void Dispose() => _listener.Dispose();
+
+    private void OnPublished(Instrument instrument, MeterListener listener)
+    {
+        if (!Listens(instrument.Meter.Name))
+        {
+            return;
+        }
+
+        MetricType? type = instrument switch
+        {
+            _ when IsGeneric(instrument, typeof(Counter<>)) || IsGeneric(instrument, typeof(ObservableCounter<>)) => MetricType.Counter,
+            _ when IsGeneric(instrument, typeof(UpDownCounter<>)) || IsGeneric(instrument, typeof(ObservableUpDownCounter<>)) => MetricType.UpDownCounter,
+            _ when IsGeneric(instrument, typeof(Histogram<>)) => MetricType.Histogram,
+            _ when IsGeneric(instrument, typeof(Gauge<>)) || IsGeneric(instrument, typeof(ObservableGauge<>)) => MetricType.Gauge,
+            _ => null,
+        };
+        if (type is null)
+        {
+            return;
+        }
+
+        MetricDescriptor descriptor;
+        try
+        {
+            descriptor = new MetricDescriptor(instrument.Name, type.Value, instrument.Unit, instrument.Description);
+        }
+        catch (ArgumentException)
+        {
+            return; // a name outside OpenTelemetry's syntax: not exposed
+        }
+
+        bool integer = instrument.GetType().GetGenericArguments() is [Type t] && (t == typeof(byte) || t == typeof(short) || t == typeof(int) || t == typeof(long));
+        Aggregator aggregator;
+        lock (_lock)
+        {
+            if (!_byDescriptor.TryGetValue(descriptor, out aggregator!))
+            {
+                aggregator = instrument.IsObservable
+                    ? new ObservableAggregator(descriptor, _maxSeries, this)
+                    : type.Value switch
+                    {
+                        MetricType.Histogram => new HistogramAggregator(descriptor, _maxSeries, this, _layouts(instrument.Unit, Advice(instrument))),
+                        MetricType.Gauge => new GaugeAggregator(descriptor, _maxSeries, this),
+                        _ when integer => new LongSumAggregator(descriptor, _maxSeries, this, monotonic: type == MetricType.Counter),
+                        _ => new DoubleSumAggregator(descriptor, _maxSeries, this, monotonic: type == MetricType.Counter),
+                    };
+                _byDescriptor.Add(descriptor, aggregator);
+                _ordered.Add(aggregator);
+            }
+        }
+
+        listener.EnableMeasurementEvents(instrument, aggregator);
+    }
+
+    private void OnCompleted(Instrument instrument, object? state)
+    {
+        // The family keeps its totals (another instance of the meter may still write to it, and a cumulative total never
+        // goes back); nothing to release.
+    }
+
+    private static bool IsGeneric(Instrument instrument, Type open) =>
+        instrument.GetType().IsGenericType && instrument.GetType().GetGenericTypeDefinition() == open;
+
+    private static IReadOnlyList<double>? Advice(Instrument instrument) => instrument switch
+    {
+        Histogram<double> h => h.Advice?.HistogramBucketBoundaries,
+        Histogram<float> h => Convert(h.Advice?.HistogramBucketBoundaries),
+        Histogram<long> h => Convert(h.Advice?.HistogramBucketBoundaries),
+        Histogram<int> h => Convert(h.Advice?.HistogramBucketBoundaries),
+        Histogram<short> h => Convert(h.Advice?.HistogramBucketBoundaries),
+        Histogram<byte> h => Convert(h.Advice?.HistogramBucketBoundaries),
+        Histogram<decimal> h => Convert(h.Advice?.HistogramBucketBoundaries),
+        _ => null,
+    };
+
+    private static double[]? Convert<T>(IReadOnlyList<T>? values)
+        where T : INumber<T> => values is null ? null : [.. values.Select(double.CreateChecked)];
+
+    private void CountInvalid() => Interlocked.Increment(ref _invalid);
+
+    private int Generation => Volatile.Read(ref _generation);
+
+    private abstract class Aggregator(MetricDescriptor descriptor)
+    {
+        public MetricDescriptor Descriptor { get; } = descriptor;
+
+        public abstract void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags);
+
+        public abstract void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags);
+
+        public abstract void Write(IMetricsWriter writer, int generation);
+    }
+
+    private sealed class LongSumAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, bool monotonic) : Aggregator(descriptor)
+    {
+        private readonly TagSeriesTable<PerCpuUpDownCounter> _series = new(max, static () => new PerCpuUpDownCounter());
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            if (monotonic && value < 0)
+            {
+                owner.CountInvalid();
+                return;
+            }
+
+            _series.Find(tags).Add(value);
+        }
+
+        public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => RecordLong((long)value, tags);
+
+        public override void Write(IMetricsWriter writer, int generation)
+        {
+            writer.BeginFamily(Descriptor);
+            foreach ((MetricLabels labels, PerCpuUpDownCounter c) in _series.Snapshot())
+            {
+                writer.WritePoint(labels, c.Sum());
+            }
+        }
+    }
+
+    private sealed class DoubleSumAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, bool monotonic) : Aggregator(descriptor)
+    {
+        private readonly TagSeriesTable<PerCpuDouble> _series = new(max, static () => new PerCpuDouble());
+
+        public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => RecordDouble(value, tags);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            if (!double.IsFinite(value) || (monotonic && value < 0))
+            {
+                owner.CountInvalid();
+                return;
+            }
+
+            _series.Find(tags).Add(value);
+        }
+
+        public override void Write(IMetricsWriter writer, int generation)
+        {
+            writer.BeginFamily(Descriptor);
+            foreach ((MetricLabels labels, PerCpuDouble c) in _series.Snapshot())
+            {
+                writer.WritePoint(labels, c.Sum());
+            }
+        }
+    }
+
+    private sealed class HistogramAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, HistogramLayout layout) : Aggregator(descriptor)
+    {
+        private readonly TagSeriesTable<PerCpuHistogram> _series = new(max, () => new PerCpuHistogram(layout));
+
+        public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).Record(value);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).Record(value);
+
+        public override void Write(IMetricsWriter writer, int generation)
+        {
+            _ = owner;
+            writer.BeginFamily(Descriptor);
+            foreach ((MetricLabels labels, PerCpuHistogram h) in _series.Snapshot())
+            {
+                writer.WriteHistogram(labels, h);
+            }
+        }
+    }
+
+    private sealed class GaugeAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner) : Aggregator(descriptor)
+    {
+        private readonly TagSeriesTable<MetricGauge> _series = new(max, static () => new MetricGauge());
+
+        public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).Set(value);
+
+        public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).Set(value);
+
+        public override void Write(IMetricsWriter writer, int generation)
+        {
+            _ = owner;
+            writer.BeginFamily(Descriptor);
+            foreach ((MetricLabels labels, MetricGauge g) in _series.Snapshot())
+            {
+                writer.WritePoint(labels, g.Value);
+            }
+        }
+    }
+
+    /// <summary>Observable instruments report their current value (a cumulative total for counters) when collected.</summary>
+    private sealed class ObservableAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner) : Aggregator(descriptor)
+    {
+        private readonly TagSeriesTable<Observed> _series = new(max, static () => new Observed());
+
+        public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).SetLong(value, owner.Generation);
+
+        public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).SetDouble(value, owner.Generation);
+
+        public override void Write(IMetricsWriter writer, int generation)
+        {
+            writer.BeginFamily(Descriptor);
+            foreach ((MetricLabels labels, Observed o) in _series.Snapshot())
+            {
+                if (o.Generation != generation)
+                {
+                    continue; // not reported by this collection's callback: the series is gone for now
+                }
+
+                if (o.IsLong)
+                {
+                    writer.WritePoint(labels, o.Long);
+                }
+                else
+                {
+                    writer.WritePoint(labels, o.Double);
+                }
+            }
+        }
+    }
+
+    private sealed class Observed
+    {
+        public int Generation;
+        public bool IsLong;
+        public long Long;
+        public double Double;
+
+        public void SetLong(long value, int generation)
+        {
+            IsLong = true;
+            Long = value;
+            Generation = generation;
+        }
+
+        public void SetDouble(double value, int generation)
+        {
+            IsLong = false;
+            Double = value;
+            Generation = generation;
+        }
+    }
+}

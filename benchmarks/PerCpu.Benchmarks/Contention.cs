@@ -11,7 +11,7 @@ namespace PerCpu.Benchmarks;
 /// and min-max of throughput over the rounds, and ratios computed within each round (then the median of those).
 /// </summary>
 /// <remarks>
-/// Usage: <c>contention [--suite counters|histograms|stride|all] [--rounds 5] [--ms 300] [--threads 1,2,8] [--out file.csv]</c>.
+/// Usage: <c>contention [--suite counters|histograms|meterapi|stride|all] [--rounds 5] [--ms 300] [--threads 1,2,8] [--out file.csv]</c>.
 /// Default thread counts: 1, all cores, 4x cores. Each case checks after each run that the instrument counted every
 /// operation the threads reported (a lost update fails the run).
 /// </remarks>
@@ -40,6 +40,11 @@ internal static class Contention
         if (suite is "histograms" or "all")
         {
             HistogramCases.Add(cases, ratios);
+        }
+
+        if (suite is "meterapi" or "all")
+        {
+            MeterApiCases.Add(cases, ratios);
         }
 
         if (suite is "stride")

@@ -32,12 +32,16 @@ public sealed class CountingOnceTests
 
         /// <summary>Handlers, PerCpu, then an explicit UseRouting: PerCpu runs before the endpoint is known.</summary>
         HandlersMetricsThenRouting,
+
+        /// <summary>An exception handler that answers in place (a delegate, no re-execution), then PerCpu: the sample's setup.</summary>
+        DelegateHandlerThenMetrics,
     }
 
     [Theory]
     [InlineData(Order.HandlersThenMetrics)]
     [InlineData(Order.MetricsThenHandlers)]
     [InlineData(Order.HandlersMetricsThenRouting)]
+    [InlineData(Order.DelegateHandlerThenMetrics)]
     public async Task MixedTraffic_PerRouteAndStatus_EqualsAspNetCoresOwnCount(Order order)
     {
         await using WebApplication app = await StartAsync(order);
@@ -87,6 +91,10 @@ public sealed class CountingOnceTests
         Assert.Equal(sent, aspnet.Values.Sum());
         Assert.Equal(Sorted(aspnet), Sorted(percpu));
         Assert.Equal(12, percpu.GetValueOrDefault("/slow 499"));
+        if (order == Order.DelegateHandlerThenMetrics)
+        {
+            return; // no re-execution: the handler answers in place (the sample's setup)
+        }
 
         // Once each: the 4 thrown requests are 4 (under the handler's route, as ASP.NET Core reports them, with the
         // exception's type), the 8 re-executed 404s (4 unmatched, 4 from /status/404) are 8, and the aborted requests
@@ -149,6 +157,10 @@ public sealed class CountingOnceTests
                 Handlers();
                 app.UsePerCpuMetrics();
                 app.UseRouting();
+                break;
+            case Order.DelegateHandlerThenMetrics:
+                app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = _ => Task.CompletedTask });
+                app.UsePerCpuMetrics();
                 break;
         }
 

@@ -289,7 +289,7 @@ public sealed class OtlpExporterTests
     }
 
     [Fact]
-    public async Task Sample_NativeExporterSelected_DeliversFromTheStandardVariables()
+    public async Task Sample_NativeExporterByDefault_RealHistograms_EachMetricOnce_AppAndRuntimeMetricsIncluded()
     {
         await using OtlpReceiver receiver = await OtlpReceiver.StartAsync();
         await using SampleProcess sample = await SampleProcess.StartAsync(new Dictionary<string, string>
@@ -297,7 +297,6 @@ public sealed class OtlpExporterTests
             ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.Endpoint.GetLeftPart(UriPartial.Authority),
             ["OTEL_METRIC_EXPORT_INTERVAL"] = "300",
             ["OTEL_SERVICE_NAME"] = "sample-native",
-            ["Sample__OtlpExporter"] = "percpu",
         });
         using var client = new HttpClient { BaseAddress = sample.BaseAddress };
         for (int i = 0; i < 9; i++)
@@ -305,17 +304,37 @@ public sealed class OtlpExporterTests
             using HttpResponseMessage r = await client.GetAsync("/items/" + i, Ct);
         }
 
+        for (int i = 0; i < 4; i++)
+        {
+            using HttpResponseMessage r = await client.PostAsync("/checkout", new StringContent("{\"region\":\"eu\",\"items\":2}", System.Text.Encoding.UTF8, "application/json"), Ct);
+            Assert.Equal(System.Net.HttpStatusCode.Created, r.StatusCode);
+        }
+
         var clock = System.Diagnostics.Stopwatch.StartNew();
         JsonElement? found = null;
         while (found is null && clock.Elapsed < TimeSpan.FromSeconds(15))
         {
-            found = receiver.Requests.Select(r => OtlpReceiver.Decode(r.Body)).Cast<JsonElement?>().FirstOrDefault(d => DurationCount(d!.Value, null) == 9);
+            found = receiver.Requests.Select(r => OtlpReceiver.Decode(r.Body)).Cast<JsonElement?>().FirstOrDefault(d => DurationCount(d!.Value, null) == 9 + 4 && OrdersIn(d.Value) == 4);
             await Task.Delay(200, Ct);
         }
 
-        Assert.True(found.HasValue, "the sample's native exporter did not deliver the 9 requests:\n" + sample.Output);
+        Assert.True(found.HasValue, "the sample's native exporter did not deliver the 13 requests and 4 orders:\n" + sample.Output);
         JsonElement resource = found.Value.GetProperty("resourceMetrics")[0].GetProperty("resource");
         Assert.Equal("sample-native", Attribute(resource.GetProperty("attributes"), "service.name"));
+        string[] names = [.. found.Value.GetProperty("resourceMetrics").EnumerateArray().SelectMany(rm => rm.GetProperty("scopeMetrics").EnumerateArray())
+            .SelectMany(sm => sm.GetProperty("metrics").EnumerateArray()).Select(m => m.GetProperty("name").GetString()!)];
+        Assert.Equal(names.Length, names.Distinct().Count()); // each metric once
+        Assert.Contains("shop.checkout.duration", names);
+        Assert.Contains("dotnet.gc.heap.total_allocated", names);
+        Assert.DoesNotContain("http.server.request.duration.bucket", names); // a real histogram, not the meter bridge's counters
+        // Nothing reached the collector through a second path: every request came from PerCpu's exporter.
+        Assert.All(receiver.Requests, r => Assert.DoesNotContain("http.server.request.duration.bucket", OtlpReceiver.Decode(r.Body).ToString(), StringComparison.Ordinal));
+
+        static long OrdersIn(JsonElement request) =>
+            request.GetProperty("resourceMetrics").EnumerateArray().SelectMany(rm => rm.GetProperty("scopeMetrics").EnumerateArray())
+                .SelectMany(sm => sm.GetProperty("metrics").EnumerateArray()).Where(m => m.GetProperty("name").GetString() == "shop.orders")
+                .SelectMany(m => m.GetProperty("sum").GetProperty("dataPoints").EnumerateArray())
+                .Sum(p => long.Parse(p.GetProperty("asInt").GetString()!, CultureInfo.InvariantCulture));
     }
 
     [Fact]

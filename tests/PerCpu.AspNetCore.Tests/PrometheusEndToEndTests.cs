@@ -79,6 +79,32 @@ public sealed class PrometheusEndToEndTests
             Assert.InRange(rate, 1, sent); // positive, and no more than everything in one second
             double overflow = await Query(api, "sum(percpu_series_overflow_records_total)");
             Assert.Equal(0, overflow);
+
+            // The app's own metric (the shop's Meter), the runtime's, and the ASP.NET Core metrics that the ASP.NET Core
+            // team's Grafana dashboards query, all through PerCpu's /metrics.
+            for (int i = 0; i < 10; i++)
+            {
+                using HttpResponseMessage r = await client.PostAsync("/checkout", new StringContent("{\"region\":\"eu\",\"items\":1}", System.Text.Encoding.UTF8, "application/json"), ct);
+                Assert.Equal(System.Net.HttpStatusCode.Created, r.StatusCode);
+            }
+
+            for (int i = 0; i < 3; i++)
+            {
+                using HttpResponseMessage r = await client.GetAsync("/error", ct);
+                Assert.Equal(System.Net.HttpStatusCode.InternalServerError, r.StatusCode);
+            }
+
+            await Until(async () => await Query(api, "sum(shop_orders_total{region=\"eu\"})") == 10, TimeSpan.FromSeconds(20), "Prometheus never saw the 10 orders", log);
+            Assert.Equal(10, await Query(api, "sum(shop_checkout_duration_seconds_count)"));
+            await Until(async () => await Query(api, "sum(aspnetcore_diagnostics_exceptions_total)") == 3, TimeSpan.FromSeconds(20), "Prometheus never saw the 3 handled exceptions", log);
+            Assert.Equal(3, await Query(api, "sum(http_server_request_duration_seconds_count{error_type!=\"\"})"));
+            Assert.True(await Query(api, "sum(dotnet_gc_heap_total_allocated_bytes_total)") > 0);
+            Assert.True(await Query(api, "sum(dotnet_process_cpu_count)") >= 1);
+            Assert.True(await Query(api, "sum(aspnetcore_routing_match_attempts_total)") >= sent);
+            Assert.True(await Query(api, "count(kestrel_active_connections)") >= 1);
+            Assert.True(await Query(api, "count(kestrel_queued_connections)") >= 1);
+            Assert.True(await Query(api, "count(http_server_active_requests)") >= 1);
+            Assert.True(await Query(api, "histogram_quantile(0.5, sum(rate(http_server_request_duration_seconds_bucket[1m])) by (le))") > 0);
         }
         finally
         {

@@ -175,8 +175,15 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         long elapsed = Stopwatch.GetTimestamp() - start;
 
         // The endpoint that produced the response, as ASP.NET Core's own metric reports it: after a re-execution, the
-        // handler's, so it is looked up again (one reference-keyed probe) rather than taken from the way in.
-        EndpointMetrics endpoint = store.ForEndpoint(context.GetEndpoint());
+        // handler's, so it is looked up again (one reference-keyed probe) rather than taken from the way in. An exception
+        // handler that answers in place clears the endpoint; ASP.NET Core then reports the endpoint that threw.
+        Endpoint? final = context.GetEndpoint();
+        if (final is null && error != 0 && context.Features.Get<IExceptionHandlerFeature>() is { Endpoint: { } threw })
+        {
+            final = threw;
+        }
+
+        EndpointMetrics endpoint = store.ForEndpoint(final);
         if (endpoint.Excluded || context.Features.Get<IHttpMetricsTagsFeature>() is { MetricsDisabled: true })
         {
             return;

@@ -51,7 +51,7 @@ public class MiddlewareBenchmarks
     public Task PipelineWithPerCpuMiddleware() => _middleware.Invoke(_context);
 
     [Benchmark]
-    public string ScrapeThousandSeriesText() => Exposition.Write(_thousandSeries, null, openMetrics: false).ToString();
+    public string ScrapeThousandSeriesText() => Exposition.WriteString(_thousandSeries, null, openMetrics: false);
 
     private static DefaultHttpContext Context(string pattern, int status)
     {

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
@@ -61,11 +62,17 @@ public static class PerCpuMetricsApplicationBuilderExtensions
         ScrapeEndpoint scrape = endpoints.ServiceProvider.GetRequiredService<ScrapeEndpoint>();
         IEndpointConventionBuilder builder = endpoints.MapMethods(pattern, [HttpMethods.Get, HttpMethods.Head], scrape.HandleAsync).WithDisplayName("PerCpu metrics scrape");
 
+        builder.WithMetadata(ScrapeEndpoint.Marker);
         if (store.Options.ExcludeScrapeEndpoint)
         {
             builder.WithMetadata(new ExcludeFromPerCpuMetricsAttribute());
         }
 
+        // Another exporter's endpoint at the same path (the OpenTelemetry Prometheus exporter's MapPrometheusScrapingEndpoint
+        // defaults to /metrics too) would be shadowed by this one without a word: say so once the app has started.
+        IServiceProvider services = endpoints.ServiceProvider;
+        ICollection<EndpointDataSource> sources = endpoints.DataSources;
+        services.GetService<IHostApplicationLifetime>()?.ApplicationStarted.Register(() => ScrapeEndpoint.WarnAboutOtherEndpointsAt(pattern, sources, services));
         return builder;
     }
 

@@ -1,4 +1,9 @@
 using System.Diagnostics;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace PerCpu.AspNetCore.Tests;
 
@@ -141,4 +146,68 @@ public sealed class ExpositionTests
     internal static string? FindPromtool() =>
         new[] { "/usr/bin/promtool", "/usr/local/bin/promtool" }.FirstOrDefault(File.Exists)
         ?? Environment.GetEnvironmentVariable("PATH")?.Split(':').Select(d => Path.Combine(d, "promtool")).FirstOrDefault(File.Exists);
+}
+
+/// <summary>How the scrape travels: gzip when asked, and a warning when another endpoint shares its path.</summary>
+public sealed class ScrapeTransportTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Theory]
+    [InlineData("gzip", true)]
+    [InlineData("gzip, deflate, br", true)]
+    [InlineData("br;q=1.0, gzip;q=0.8, *;q=0.1", true)]
+    [InlineData("*", true)]
+    [InlineData("gzip;q=0", false)]
+    [InlineData("identity", false)]
+    [InlineData("deflate", false)]
+    [InlineData("gzip;q=abc", false)]
+    [InlineData("", false)]
+    public void AcceptEncoding_Gzip(string header, bool gzip) =>
+        Assert.Equal(gzip, PerCpu.AspNetCore.Internal.ScrapeEndpoint.AcceptsGzip(header));
+
+    [Fact]
+    public async Task GzipAsked_ScrapeIsCompressed_AndHoldsTheSameSamples()
+    {
+        await using TestApp app = await TestApp.StartAsync();
+        for (int i = 0; i < 20; i++)
+        {
+            (await app.Client.GetAsync("/items/" + i, Ct)).Dispose();
+        }
+
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/metrics");
+        request.Headers.AcceptEncoding.ParseAdd("gzip");
+        using HttpResponseMessage response = await app.Client.SendAsync(request, Ct);
+        Assert.Equal("gzip", Assert.Single(response.Content.Headers.ContentEncoding));
+        Assert.Contains("Accept-Encoding", response.Headers.Vary);
+        byte[] compressed = await response.Content.ReadAsByteArrayAsync(Ct);
+        using var gunzip = new System.IO.Compression.GZipStream(new MemoryStream(compressed), System.IO.Compression.CompressionMode.Decompress);
+        string text = await new StreamReader(gunzip).ReadToEndAsync(Ct);
+        Scrape zipped = Scrape.Parse(text);
+        Scrape plain = await app.ScrapeAsync();
+        Assert.True(compressed.Length < plain.Text.Length / 3, $"{compressed.Length} bytes compressed, {plain.Text.Length} plain");
+        Assert.Equal(plain.CountsByRouteMethodStatus(), zipped.CountsByRouteMethodStatus());
+        Assert.Equal(20, zipped.CountsByRouteMethodStatus()["/items/{id:int} GET 200"]);
+    }
+
+    [Fact]
+    public async Task AnotherEndpointAtTheScrapePath_WarnsAtStartup()
+    {
+        WebApplicationBuilder b = WebApplication.CreateSlimBuilder();
+        b.WebHost.UseUrls("http://127.0.0.1:0");
+        b.Logging.ClearProviders();
+        b.Logging.AddFakeLogging();
+        b.Services.AddPerCpuMetrics();
+        await using WebApplication app = b.Build();
+        app.UsePerCpuMetrics();
+        app.MapPerCpuMetrics();
+        app.MapGet("/metrics/", () => "another exporter").WithDisplayName("other exporter");
+        app.MapGet("/metrics/app", () => "fine");
+        await app.StartAsync(Ct);
+        IReadOnlyList<FakeLogRecord> warnings = [.. app.Services.GetFakeLogCollector().GetSnapshot().Where(r => r.Level == LogLevel.Warning && r.Id.Id == 10)];
+        FakeLogRecord warning = Assert.Single(warnings);
+        Assert.Contains("other exporter", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("'/metrics'", warning.Message, StringComparison.Ordinal);
+        await app.StopAsync(Ct);
+    }
 }

@@ -82,14 +82,14 @@ public sealed class NamingTests
     [Fact]
     public void TextWriter_MergesLabelsThatSanitizeToOneName_AndLeavesOutNameConflicts()
     {
-        var text = new System.Text.StringBuilder();
+        var text = new System.Buffers.ArrayBufferWriter<byte>();
         var w = new PrometheusTextWriter(text, openMetrics: false);
         w.BeginFamily(new MetricDescriptor("shop.dup", MetricType.Gauge));
         w.WritePoint(new MetricLabels(["a.b", "a_b", "q"], ["2", "1", "x\"y\nz\\"]), 1L);
         w.BeginFamily(new MetricDescriptor("shop_dup", MetricType.Gauge)); // same Prometheus name: left out
         w.WritePoint(MetricLabels.Empty, 2L);
         w.Finish();
-        string s = text.ToString();
+        string s = System.Text.Encoding.UTF8.GetString(text.WrittenSpan);
         Assert.Contains("shop_dup{a_b=\"2;1\",q=\"x\\\"y\\nz\\\\\"} 1\n", s, StringComparison.Ordinal);
         Assert.DoesNotContain("shop_dup 2", s, StringComparison.Ordinal);
         Assert.Contains("percpu_metric_name_conflicts_total 1\n", s, StringComparison.Ordinal);

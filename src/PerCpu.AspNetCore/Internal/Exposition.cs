@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using System.Text;
 using PerCpu.Formats;
@@ -24,15 +25,21 @@ internal static class Exposition
     public static bool WantsOpenMetrics(string? accept) =>
         accept is not null && accept.Contains("application/openmetrics-text", StringComparison.OrdinalIgnoreCase);
 
-    /// <summary>The scrape as text. The builder grows in chunks of at most 8000 characters, so it never lands on the large-object heap.</summary>
-    public static StringBuilder Write(HttpMetricsStore store, MetricRegistry? registry, bool openMetrics)
+    /// <summary>The scrape as UTF-8 into <paramref name="output"/>.</summary>
+    public static void Write(IBufferWriter<byte> output, HttpMetricsStore store, MetricRegistry? registry, bool openMetrics)
     {
-        var text = new StringBuilder();
-        var writer = new PrometheusTextWriter(text, openMetrics);
+        var writer = new PrometheusTextWriter(output, openMetrics);
         store.Producer.Collect(writer);
         registry?.Collect(writer);
         writer.Finish();
-        return text;
+    }
+
+    /// <summary>The scrape as a string (tests, benchmarks).</summary>
+    public static string WriteString(HttpMetricsStore store, MetricRegistry? registry, bool openMetrics)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        Write(buffer, store, registry, openMetrics);
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
     }
 
     /// <summary>The label set of a duration series, in the order the scrape has always written them.</summary>

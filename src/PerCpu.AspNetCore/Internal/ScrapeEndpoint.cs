@@ -1,6 +1,8 @@
-using System.Buffers;
-using System.Text;
+using System.IO.Compression;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace PerCpu.AspNetCore.Internal;
 
@@ -11,9 +13,10 @@ namespace PerCpu.AspNetCore.Internal;
 /// scrape that shares it has written it; each response is written with Kestrel's back-pressure, so a slow scraper holds
 /// no more than its connection's output buffer beyond the shared copy.
 /// </summary>
-internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.MetricRegistry registry)
+internal sealed partial class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.MetricRegistry registry)
 {
-    private const int ChunkSize = 64 * 1024;
+    /// <summary>Metadata that marks PerCpu's own scrape endpoint.</summary>
+    public static readonly object Marker = new PerCpuScrapeEndpointMetadata();
 
     private readonly Lock _lock = new();
     private readonly Rendering?[] _inFlight = new Rendering?[2];
@@ -28,6 +31,14 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
         bool openMetrics = Exposition.WantsOpenMetrics(context.Request.Headers.Accept.ToString());
         context.Response.ContentType = openMetrics ? Exposition.OpenMetricsContentType : Exposition.TextContentType;
         context.Response.Headers.CacheControl = "no-store";
+
+        bool gzip = AcceptsGzip(context.Request.Headers.AcceptEncoding.ToString());
+        context.Response.Headers.Vary = "Accept-Encoding";
+        if (gzip)
+        {
+            context.Response.Headers.ContentEncoding = "gzip";
+        }
+
         if (HttpMethods.IsHead(context.Request.Method))
         {
             return; // probes: the headers of a scrape, without rendering one
@@ -37,6 +48,21 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
         try
         {
             Chunk[] chunks = await rendering.Output.ConfigureAwait(false);
+            if (gzip)
+            {
+                // Compressed per response as it streams out (Prometheus asks for gzip): the shared rendering stays plain.
+                var compressor = new GZipStream(context.Response.Body, CompressionLevel.Fastest, leaveOpen: true);
+                await using (compressor.ConfigureAwait(false))
+                {
+                    foreach (Chunk chunk in chunks)
+                    {
+                        await compressor.WriteAsync(chunk.Bytes.AsMemory(0, chunk.Length), context.RequestAborted).ConfigureAwait(false);
+                    }
+                }
+
+                return;
+            }
+
             context.Response.ContentLength = chunks.Sum(c => (long)c.Length);
             foreach (Chunk chunk in chunks)
             {
@@ -47,6 +73,38 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
         {
             rendering.Release();
         }
+    }
+
+    /// <summary>Whether an Accept-Encoding header allows gzip (<c>gzip</c> or <c>*</c> with a q-value above 0).</summary>
+    internal static bool AcceptsGzip(string? acceptEncoding)
+    {
+        if (string.IsNullOrEmpty(acceptEncoding) || acceptEncoding.Length > 1024)
+        {
+            return false;
+        }
+
+        foreach (string part in acceptEncoding.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            string[] fields = part.Split(';', StringSplitOptions.TrimEntries);
+            if (!fields[0].Equals("gzip", StringComparison.OrdinalIgnoreCase) && fields[0] != "*")
+            {
+                continue;
+            }
+
+            double q = 1;
+            foreach (string f in fields.Skip(1))
+            {
+                if (f.StartsWith("q=", StringComparison.OrdinalIgnoreCase)
+                    && !double.TryParse(f.AsSpan(2), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out q))
+                {
+                    q = 0;
+                }
+            }
+
+            return q > 0;
+        }
+
+        return false;
     }
 
     /// <summary>The rendering in progress for this format, or a new one; the caller holds a reference until it releases it.</summary>
@@ -66,7 +124,9 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
             {
                 try
                 {
-                    return Encode(Exposition.Write(store, registry, openMetrics));
+                    var output = new ChunkWriter();
+                    Exposition.Write(output, store, registry, openMetrics);
+                    return Array.ConvertAll(output.Complete(), c => new Chunk(c.Bytes, c.Length));
                 }
                 finally
                 {
@@ -84,33 +144,37 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
         }
     }
 
-    private static Chunk[] Encode(StringBuilder text)
+    /// <summary>Logs a warning for each other endpoint whose route is the scrape endpoint's.</summary>
+    public static void WarnAboutOtherEndpointsAt(string pattern, IEnumerable<EndpointDataSource> sources, IServiceProvider services)
     {
-        var chunks = new List<Chunk>();
-        Encoder encoder = Encoding.UTF8.GetEncoder();
-        byte[] current = ArrayPool<byte>.Shared.Rent(ChunkSize);
-        int used = 0;
-        foreach (ReadOnlyMemory<char> part in text.GetChunks())
+        try
         {
-            ReadOnlySpan<char> chars = part.Span;
-            while (!chars.IsEmpty)
+            string ours = pattern.Trim('/');
+            var others = sources.SelectMany(s => s.Endpoints).OfType<RouteEndpoint>()
+                .Where(e => e.Metadata.GetMetadata<PerCpuScrapeEndpointMetadata>() is null
+                    && string.Equals(e.RoutePattern.RawText?.Trim('/'), ours, StringComparison.OrdinalIgnoreCase))
+                .ToList();
+            if (others.Count == 0)
             {
-                if (current.Length - used < 16)
-                {
-                    chunks.Add(new Chunk(current, used));
-                    current = ArrayPool<byte>.Shared.Rent(ChunkSize);
-                    used = 0;
-                }
+                return;
+            }
 
-                encoder.Convert(chars, current.AsSpan(used), flush: false, out int charsUsed, out int bytesUsed, out _);
-                chars = chars[charsUsed..];
-                used += bytesUsed;
+            ILogger logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("PerCpu.AspNetCore");
+            foreach (RouteEndpoint other in others)
+            {
+                LogPathShared(logger, pattern, other.DisplayName ?? other.RoutePattern.RawText ?? pattern);
             }
         }
-
-        chunks.Add(new Chunk(current, used));
-        return [.. chunks];
+        catch (Exception ex) when (ex is InvalidOperationException or NotSupportedException)
+        {
+            // An endpoint source that cannot be enumerated at this point: nothing to warn about.
+        }
     }
+
+    [LoggerMessage(EventId = 10, Level = LogLevel.Warning, Message = "Another endpoint ('{Other}') is mapped at '{Pattern}', where PerCpu's scrape endpoint is: a scraper reaches only one of them. Map one at another path, e.g. app.MapPerCpuMetrics(\"/metrics\") and app.MapPrometheusScrapingEndpoint(\"/metrics/otel\").")]
+    private static partial void LogPathShared(ILogger logger, string pattern, string other);
+
+    private sealed class PerCpuScrapeEndpointMetadata;
 
     private readonly record struct Chunk(byte[] Bytes, int Length);
 
@@ -144,7 +208,10 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
             {
                 foreach (Chunk chunk in Output.Result)
                 {
-                    ArrayPool<byte>.Shared.Return(chunk.Bytes);
+                    if (chunk.Bytes.Length == ChunkWriter.ChunkSize)
+                    {
+                        ChunkWriter.Pool.Return(chunk.Bytes);
+                    }
                 }
             }
         }

@@ -40,6 +40,6 @@ public sealed class MetricLabels
     /// <summary>How many labels.</summary>
     public int Count => _names.Length;
 
-    /// <summary>The Prometheus rendering (<c>a="x",b="y"</c>), computed by the first writer that needs it.</summary>
-    internal string? PrometheusText { get; set; }
+    /// <summary>The Prometheus rendering (<c>a="x",b="y"</c>) in UTF-8, computed by the first writer that needs it.</summary>
+    internal byte[]? PrometheusUtf8 { get; set; }
 }

@@ -34,6 +34,9 @@ public sealed class PrometheusNames
 
     /// <summary>Sanitized label names, in descriptor order.</summary>
     public IReadOnlyList<string> LabelNames { get; }
+
+    /// <summary>The names in UTF-8, for the text writer.</summary>
+    internal PrometheusTextWriter.FamilyBytes? Bytes { get; set; }
 }
 
 /// <summary>

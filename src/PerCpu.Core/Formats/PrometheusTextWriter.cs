@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Buffers.Text;
 using System.Globalization;
 using System.Text;
 using PerCpu.Families;
@@ -6,15 +7,17 @@ using PerCpu.Families;
 namespace PerCpu.Formats;
 
 /// <summary>
-/// Writes the Prometheus text format 0.0.4 or OpenMetrics 1.0.0 from any <see cref="IMetricsProducer"/>: it knows
-/// families, labels and points, nothing of where they come from. Names follow <see cref="PrometheusNaming"/>; label
-/// values and help text are escaped; numbers are culture-invariant and round-trip. A family whose Prometheus name was
-/// already written in this scrape (two instruments that sanitize to one name) is left out and counted in
+/// Writes the Prometheus text format 0.0.4 or OpenMetrics 1.0.0 as UTF-8 into an <see cref="IBufferWriter{T}"/> (a
+/// response's <c>PipeWriter</c>, pooled chunks) from any <see cref="IMetricsProducer"/>: it knows families, labels and
+/// points, nothing of where they come from. Names follow <see cref="PrometheusNaming"/>; label values and help text are
+/// escaped; numbers are culture-invariant and round-trip. A family whose Prometheus name was already written in this
+/// scrape (two instruments that sanitize to one name) is left out and counted in
 /// <c>percpu_metric_name_conflicts_total</c>, so the output stays valid. Call <see cref="Finish"/> once at the end.
 /// </summary>
 /// <remarks>
-/// Histograms are read with <see cref="PerCpuHistogram.ReadExplicitBuckets"/> into a buffer reused across series, so a
-/// scrape allocates per family and per layout, not per series (beyond the label text, built once per series and kept).
+/// Label sets are encoded once per series and kept (on <see cref="MetricLabels"/>); family names and the <c>le</c>
+/// suffixes once per family and layout. Histograms are read with <see cref="PerCpuHistogram.ReadExplicitBuckets"/>
+/// into a reused buffer. So a scrape allocates per family and per layout, not per series, besides the output.
 /// </remarks>
 public sealed class PrometheusTextWriter : IMetricsWriter
 {
@@ -24,23 +27,24 @@ public sealed class PrometheusTextWriter : IMetricsWriter
     /// <summary>The content type of OpenMetrics 1.0.0.</summary>
     public const string OpenMetricsContentType = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-    private readonly StringBuilder _w;
+    private static readonly SearchValues<char> s_escaped = SearchValues.Create("\\\"\n");
+
+    private readonly IBufferWriter<byte> _out;
     private readonly bool _openMetrics;
     private readonly HashSet<string> _written = new(StringComparer.Ordinal);
-    private readonly Dictionary<HistogramLayout, string[]> _le = [];
-    private PrometheusNames? _family;
-    private MetricDescriptor? _descriptor;
+    private readonly Dictionary<HistogramLayout, byte[][]> _le = [];
+    private FamilyBytes? _family;
     private long[] _cumulative = new long[16];
     private long _invalid;
     private long _conflicts;
 
-    /// <summary>Creates a writer that appends to <paramref name="output"/>.</summary>
-    /// <param name="output">The text.</param>
+    /// <summary>Creates a writer of UTF-8 text into <paramref name="output"/>.</summary>
+    /// <param name="output">Where the text goes.</param>
     /// <param name="openMetrics">OpenMetrics 1.0.0 (true) or the 0.0.4 text format.</param>
-    public PrometheusTextWriter(StringBuilder output, bool openMetrics)
+    public PrometheusTextWriter(IBufferWriter<byte> output, bool openMetrics)
     {
         ArgumentNullException.ThrowIfNull(output);
-        _w = output;
+        _out = output;
         _openMetrics = openMetrics;
     }
 
@@ -50,6 +54,20 @@ public sealed class PrometheusTextWriter : IMetricsWriter
     /// <summary>Families left out because their Prometheus name was already written.</summary>
     public long NameConflicts => _conflicts;
 
+    /// <summary>The whole exposition of <paramref name="producer"/> as a string (tests, diagnostics).</summary>
+    /// <param name="producer">The producer.</param>
+    /// <param name="openMetrics">OpenMetrics (true) or the 0.0.4 text format.</param>
+    /// <returns>The text, <see cref="Finish"/> included.</returns>
+    public static string WriteToString(IMetricsProducer producer, bool openMetrics)
+    {
+        ArgumentNullException.ThrowIfNull(producer);
+        var buffer = new ArrayBufferWriter<byte>();
+        var writer = new PrometheusTextWriter(buffer, openMetrics);
+        producer.Collect(writer);
+        writer.Finish();
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
     /// <inheritdoc/>
     public void BeginFamily(MetricDescriptor descriptor)
     {
@@ -58,13 +76,11 @@ public sealed class PrometheusTextWriter : IMetricsWriter
         if (!_written.Add(names.Name) || (names.Type == "histogram" && !ReserveHistogramNames(names.Name)))
         {
             _family = null;
-            _descriptor = null;
             _conflicts++;
             return;
         }
 
-        _family = names;
-        _descriptor = descriptor;
+        _family = names.Bytes ??= new FamilyBytes(names);
         // Without a description, the instrument's own name is the most useful help text (and promtool wants one).
         Header(names.TextFamilyName, names.Name, names.Type, descriptor.Description ?? descriptor.Name, names.Unit);
     }
@@ -77,9 +93,11 @@ public sealed class PrometheusTextWriter : IMetricsWriter
             return;
         }
 
-        _w.Append(_family.SampleName);
-        AppendLabels(labels, null);
-        _w.Append(' ').Append(FormatNumber(value)).Append('\n');
+        Write(_family.Sample);
+        Labels(labels, null);
+        Write(" "u8);
+        Write(value);
+        Write("\n"u8);
     }
 
     /// <inheritdoc/>
@@ -90,9 +108,11 @@ public sealed class PrometheusTextWriter : IMetricsWriter
             return;
         }
 
-        _w.Append(_family.SampleName);
-        AppendLabels(labels, null);
-        _w.Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        Write(_family.Sample);
+        Labels(labels, null);
+        Write(" "u8);
+        Write(value);
+        Write("\n"u8);
     }
 
     /// <inheritdoc/>
@@ -105,36 +125,54 @@ public sealed class PrometheusTextWriter : IMetricsWriter
         }
 
         HistogramLayout layout = histogram.Layout;
-        if (!_le.TryGetValue(layout, out string[]? le))
+        if (!_le.TryGetValue(layout, out byte[][]? le))
         {
-            le = [.. layout.ExplicitBoundaries.Select(FormatNumber)];
+            le = [.. layout.ExplicitBoundaries.Select(b => Encoding.UTF8.GetBytes("le=\"" + FormatNumber(b) + "\"}")), "le=\"+Inf\"}"u8.ToArray()];
             _le[layout] = le;
         }
 
-        if (_cumulative.Length < le.Length)
+        int n = le.Length - 1;
+        if (_cumulative.Length < n)
         {
-            _cumulative = new long[le.Length];
+            _cumulative = new long[n];
         }
 
         long count = histogram.ReadExplicitBuckets(_cumulative, out double sum, out long invalid);
         _invalid += invalid;
-        string name = _family.Name;
-        for (int i = 0; i < le.Length; i++)
+        byte[] labelBytes = LabelBytes(labels);
+        byte[] bucket = _family.Bucket;
+        for (int i = 0; i <= n; i++)
         {
-            _w.Append(name).Append("_bucket");
-            AppendLabels(labels, le[i]);
-            _w.Append(' ').Append(_cumulative[i].ToString(CultureInfo.InvariantCulture)).Append('\n');
+            // One line, one span: name_bucket{labels,le="x"} count
+            Span<byte> line = _out.GetSpan(bucket.Length + labelBytes.Length + le[i].Length + 24);
+            bucket.CopyTo(line);
+            int at = bucket.Length;
+            if (labelBytes.Length > 0)
+            {
+                labelBytes.CopyTo(line[at..]);
+                at += labelBytes.Length;
+                line[at++] = (byte)',';
+            }
+
+            le[i].CopyTo(line[at..]);
+            at += le[i].Length;
+            line[at++] = (byte)' ';
+            Utf8Formatter.TryFormat(i < n ? _cumulative[i] : count, line[at..], out int digits);
+            at += digits;
+            line[at++] = (byte)'\n';
+            _out.Advance(at);
         }
 
-        _w.Append(name).Append("_bucket");
-        AppendLabels(labels, "+Inf");
-        _w.Append(' ').Append(count.ToString(CultureInfo.InvariantCulture)).Append('\n');
-        _w.Append(name).Append("_sum");
-        AppendLabels(labels, null);
-        _w.Append(' ').Append(FormatNumber(sum)).Append('\n');
-        _w.Append(name).Append("_count");
-        AppendLabels(labels, null);
-        _w.Append(' ').Append(count.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        Write(_family.Sum);
+        Labels(labels, labelBytes);
+        Write(" "u8);
+        Write(sum);
+        Write("\n"u8);
+        Write(_family.Count);
+        Labels(labels, labelBytes);
+        Write(" "u8);
+        Write(count);
+        Write("\n"u8);
     }
 
     /// <inheritdoc/>
@@ -147,7 +185,7 @@ public sealed class PrometheusTextWriter : IMetricsWriter
         Counter("percpu_metric_name_conflicts", "Families left out of this scrape because another family already has their Prometheus name.", _conflicts);
         if (_openMetrics)
         {
-            _w.Append("# EOF\n");
+            Write("# EOF\n"u8);
         }
     }
 
@@ -168,27 +206,23 @@ public sealed class PrometheusTextWriter : IMetricsWriter
             : value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
     }
 
-    private static readonly SearchValues<char> s_escaped = SearchValues.Create("\\\"\n");
-
     private bool ReserveHistogramNames(string name) =>
         _written.Add(name + "_bucket") & _written.Add(name + "_count") & _written.Add(name + "_sum");
 
-    private void AppendLabels(MetricLabels labels, string? le)
+    private void Labels(MetricLabels labels, byte[]? known)
     {
-        string text = labels.PrometheusText ??= RenderLabels(labels);
-        if (text.Length == 0 && le is null)
+        byte[] bytes = known ?? LabelBytes(labels);
+        if (bytes.Length == 0)
         {
             return;
         }
 
-        _w.Append('{').Append(text);
-        if (le is not null)
-        {
-            _w.Append(text.Length > 0 ? ",le=\"" : "le=\"").Append(le).Append('"');
-        }
-
-        _w.Append('}');
+        Write("{"u8);
+        Write(bytes);
+        Write("}"u8);
     }
+
+    private static byte[] LabelBytes(MetricLabels labels) => labels.PrometheusUtf8 ??= Encoding.UTF8.GetBytes(RenderLabels(labels));
 
     /// <summary>
     /// <c>a="x",b="y"</c>: names sanitized; when two keys sanitize to one name, their values are joined with <c>;</c> in
@@ -231,13 +265,13 @@ public sealed class PrometheusTextWriter : IMetricsWriter
         string family = _openMetrics ? name : textFamilyName;
         if (help is not null)
         {
-            _w.Append("# HELP ").Append(family).Append(' ').Append(EscapeHelp(help)).Append('\n');
+            Write("# HELP " + family + " " + EscapeHelp(help) + "\n");
         }
 
-        _w.Append("# TYPE ").Append(family).Append(' ').Append(type).Append('\n');
+        Write("# TYPE " + family + " " + type + "\n");
         if (_openMetrics && unit is not null)
         {
-            _w.Append("# UNIT ").Append(family).Append(' ').Append(unit).Append('\n');
+            Write("# UNIT " + family + " " + unit + "\n");
         }
     }
 
@@ -249,9 +283,54 @@ public sealed class PrometheusTextWriter : IMetricsWriter
         }
 
         Header(name + "_total", name, "counter", help, null);
-        _w.Append(name).Append("_total ").Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        Write(name + "_total ");
+        Write(value);
+        Write("\n"u8);
     }
 
     private static string EscapeHelp(string value) =>
         value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
+
+    private void Write(ReadOnlySpan<byte> bytes)
+    {
+        Span<byte> span = _out.GetSpan(bytes.Length);
+        bytes.CopyTo(span);
+        _out.Advance(bytes.Length);
+    }
+
+    private void Write(string text)
+    {
+        int max = Encoding.UTF8.GetMaxByteCount(text.Length);
+        Span<byte> span = _out.GetSpan(max);
+        _out.Advance(Encoding.UTF8.GetBytes(text, span));
+    }
+
+    private void Write(long value)
+    {
+        Span<byte> span = _out.GetSpan(20);
+        Utf8Formatter.TryFormat(value, span, out int written);
+        _out.Advance(written);
+    }
+
+    private void Write(double value)
+    {
+        if (!double.IsFinite(value))
+        {
+            Write(double.IsNaN(value) ? "NaN"u8 : value > 0 ? "+Inf"u8 : "-Inf"u8);
+            return;
+        }
+
+        Span<byte> span = _out.GetSpan(32);
+        value.TryFormat(span, out int written, "R", CultureInfo.InvariantCulture);
+        _out.Advance(written);
+    }
+
+    /// <summary>A family's names, encoded once.</summary>
+    internal sealed class FamilyBytes(PrometheusNames names)
+    {
+        public readonly byte[] Sample = Encoding.UTF8.GetBytes(names.SampleName);
+        public readonly byte[] Bucket = Encoding.UTF8.GetBytes(names.Name + "_bucket{");
+        public readonly byte[] Sum = Encoding.UTF8.GetBytes(names.Name + "_sum");
+        public readonly byte[] Count = Encoding.UTF8.GetBytes(names.Name + "_count");
+    }
 }

@@ -15,7 +15,7 @@ namespace PerCpu.Benchmarks;
 [MemoryDiagnoser]
 public class MiddlewareBenchmarks
 {
-    private static readonly RequestDelegate s_next = static _ => Task.CompletedTask;
+    internal static readonly RequestDelegate s_next = static _ => Task.CompletedTask;
     private PerCpuMetricsMiddleware _middleware = null!;
     private HttpMetricsStore _store = null!;
     private HttpMetricsStore _thousandSeries = null!;
@@ -53,7 +53,7 @@ public class MiddlewareBenchmarks
     [Benchmark]
     public string ScrapeThousandSeriesText() => Exposition.WriteString(_thousandSeries, null, openMetrics: false);
 
-    private static DefaultHttpContext Context(string pattern, int status)
+    internal static DefaultHttpContext Context(string pattern, int status)
     {
         var context = new DefaultHttpContext();
         context.Request.Method = HttpMethods.Get;

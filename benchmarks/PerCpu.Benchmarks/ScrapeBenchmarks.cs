@@ -1,7 +1,5 @@
 using BenchmarkDotNet.Attributes;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Routing;
-using Microsoft.AspNetCore.Routing.Patterns;
 using Microsoft.Extensions.DependencyInjection;
 using PerCpu.AspNetCore.Internal;
 
@@ -15,7 +13,6 @@ namespace PerCpu.Benchmarks;
 [MemoryDiagnoser]
 public class ScrapeBenchmarks
 {
-    private static readonly RequestDelegate s_next = static _ => Task.CompletedTask;
     private HttpMetricsStore _store = null!;
 
     [Params(1_000, 10_000)]
@@ -25,13 +22,13 @@ public class ScrapeBenchmarks
     public void Setup()
     {
         _store = new ServiceCollection().AddPerCpuMetrics(o => o.MaxSeriesPerMetric = 20_000).BuildServiceProvider().GetRequiredService<HttpMetricsStore>();
-        var fill = new PerCpuMetricsMiddleware(s_next, _store);
+        var fill = new PerCpuMetricsMiddleware(MiddlewareBenchmarks.s_next, _store);
         int routes = Series / 10;
         Parallel.For(0, routes, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount * 2 }, r =>
         {
             for (int s = 0; s < 10; s++)
             {
-                DefaultHttpContext c = Context($"/route{r}/{{id}}", 200 + s);
+                DefaultHttpContext c = MiddlewareBenchmarks.Context($"/route{r}/{{id}}", 200 + s);
                 for (int i = 0; i < 5; i++)
                 {
                     _ = fill.Invoke(c);
@@ -63,15 +60,5 @@ public class ScrapeBenchmarks
         }
 
         return bytes;
-    }
-
-    private static DefaultHttpContext Context(string pattern, int status)
-    {
-        var context = new DefaultHttpContext();
-        context.Request.Method = HttpMethods.Get;
-        context.Request.Protocol = HttpProtocol.Http11;
-        context.Response.StatusCode = status;
-        context.SetEndpoint(new RouteEndpoint(s_next, RoutePatternFactory.Parse(pattern), 0, EndpointMetadataCollection.Empty, pattern));
-        return context;
     }
 }

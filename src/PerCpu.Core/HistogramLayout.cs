@@ -19,9 +19,9 @@ namespace PerCpu;
 /// <para>In-range indexes are <c>[MinExponent × 2^Scale, MaxExponent × 2^Scale)</c>, i.e. values in <c>(2^MinExponent, 2^MaxExponent]</c>.
 /// A positive value at or below <c>2^MinExponent</c> is counted in the underflow bucket, one above <c>2^MaxExponent</c> in the
 /// overflow bucket, zero in the zero bucket, and NaN, infinities and negative values in the invalid count: nothing is lost.</para>
-/// <para>Memory per recording CPU: <c>8 × (2^Scale × (MaxExponent − MinExponent) + ExplicitBoundaries.Count + 10 + 16 + 14) + 16</c>
-/// bytes (buckets, split cells, ten scalar cells, 128 bytes of padding before and 112 after, the array header). At the
-/// defaults (scale 3, 2^-17 s to 2^8 s, ASP.NET Core's 14 boundaries): 8 × (200 + 14 + 10 + 30) + 16 = 2048 bytes.</para>
+/// <para>Memory per recording CPU: <c>8 × (2^Scale × (MaxExponent − MinExponent) + ExplicitBoundaries.Count + 11 + 16 + 13) + 16</c>
+/// bytes (buckets, split cells, eleven scalar cells, 128 bytes of padding before and 104 after, the array header). At the
+/// defaults (scale 3, 2^-17 s to 2^8 s, ASP.NET Core's 14 boundaries): 8 × (200 + 14 + 11 + 29) + 16 = 2048 bytes.</para>
 /// </remarks>
 public sealed class HistogramLayout : IEquatable<HistogramLayout>
 {
@@ -263,10 +263,10 @@ internal static class ShardLayout
     public const int Padding = Internal.CacheLine.Int64s;
 
     /// <summary>
-    /// Longs of padding after the last cell: 112 bytes. With the next shard's own 128-byte front padding and the array
+    /// Longs of padding after the last cell: 104 bytes. With the next shard's own 128-byte front padding and the array
     /// header, hot cells of two shards are always more than 128 bytes apart, and the default shard stays at 2 KiB.
     /// </summary>
-    public const int TailPadding = Internal.CacheLine.Int64s - 2;
+    public const int TailPadding = Internal.CacheLine.Int64s - 3;
 
     public const int Sum = Padding;          // double bits, CAS-added by Record(double)
     public const int SumTicks = Padding + 1; // long, added by RecordTicks
@@ -274,11 +274,19 @@ internal static class ShardLayout
     public const int Max = Padding + 3;      // double bits, cumulative
     public const int DeltaMin = Padding + 4; // double bits, reset by CollectDelta
     public const int DeltaMax = Padding + 5; // double bits, reset by CollectDelta
-    public const int Invalid = Padding + 6;
-    public const int Zero = Padding + 7;
-    public const int Underflow = Padding + 8;
-    public const int Overflow = Padding + 9;
-    public const int ScalarCells = 10;
+    public const int SumTicksCarry = Padding + 6; // long: units of TickCarry moved out of SumTicks, so no tick sum wraps
+    public const int Invalid = Padding + 7;
+    public const int Zero = Padding + 8;
+    public const int Underflow = Padding + 9;
+    public const int Overflow = Padding + 10;
+    public const int ScalarCells = 11;
+
+    /// <summary>
+    /// 2^48 ticks: when a shard's tick sum reaches it, that much moves to <see cref="SumTicksCarry"/>. A shard's
+    /// <see cref="SumTicks"/> stays far from 2^63 (about 3.3 days of summed duration at 1 GHz ticks per carry), and the
+    /// sum of every shard's cell stays below 2^63 for up to 4096 slots.
+    /// </summary>
+    public const long TickCarry = 1L << 48;
     public const int Buckets = Padding + ScalarCells;
 
     /// <summary>Total longs for a layout.</summary>

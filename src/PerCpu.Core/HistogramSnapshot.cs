@@ -44,8 +44,55 @@ public sealed class HistogramSnapshot
         }
 
         Count = count;
-        Min = count == 0 ? double.NaN : min;
-        Max = count == 0 ? double.NaN : max;
+        if (count == 0)
+        {
+            Min = Max = double.NaN;
+            return;
+        }
+
+        // A read that races the first records (or a delta whose extremes were reset after its bucket cells were read)
+        // can see counts without the extremes that go with them: never report them inverted or infinite; fall back to
+        // the edges of the lowest and highest non-empty buckets, which hold the true extremes.
+        bool minKnown = double.IsFinite(min), maxKnown = double.IsFinite(max);
+        if (!minKnown || !maxKnown || min > max)
+        {
+            (double low, double high) = BucketEdges();
+            min = minKnown && min >= low && min <= high ? min : low;
+            max = maxKnown && max >= min && max <= high ? max : high;
+        }
+
+        Min = min;
+        Max = max;
+    }
+
+    /// <summary>The lower edge of the lowest non-empty bucket and the upper edge of the highest (2^MaxExponent for overflow).</summary>
+    private (double Low, double High) BucketEdges()
+    {
+        double Lower(int i) => Math.Pow(2, MinExponent + (i / (double)(1 << Scale)));
+        double low = ZeroCount > 0 || Underflow > 0 ? 0 : double.NaN;
+        double high = Overflow > 0 ? Math.ScaleB(1, MaxExponent) : double.NaN;
+        for (int i = 0; i < _exponential.Length && double.IsNaN(low); i++)
+        {
+            if (_exponential[i] != 0)
+            {
+                low = Lower(i);
+            }
+        }
+
+        for (int i = _exponential.Length - 1; i >= 0 && double.IsNaN(high); i--)
+        {
+            if (_exponential[i] != 0)
+            {
+                high = Lower(i + 1);
+            }
+        }
+
+        if (double.IsNaN(high))
+        {
+            high = Underflow > 0 ? Math.ScaleB(1, MinExponent) : 0;
+        }
+
+        return (double.IsNaN(low) ? Math.ScaleB(1, MaxExponent) : low, high);
     }
 
     /// <summary>Buckets per power of two: 2^Scale.</summary>

@@ -13,8 +13,12 @@ namespace PerCpu;
 /// <remarks>
 /// <para><b>Shards</b>: one padded <c>long[]</c> per CPU slot (see <see cref="HistogramLayout"/> for the cells and the exact
 /// size: 2048 bytes at the defaults), allocated the first time a thread records from that slot. Layout of a shard: 128
-/// bytes of padding, ten scalar cells (sum, tick sum, min, max, delta min, delta max, invalid, zero, underflow, overflow),
-/// the exponential buckets, one split cell per explicit boundary, 112 bytes of padding.</para>
+/// bytes of padding, eleven scalar cells (sum, tick sum, min, max, delta min, delta max, tick-sum carry, invalid, zero,
+/// underflow, overflow), the exponential buckets, one split cell per explicit boundary, 104 bytes of padding.</para>
+/// <para><b>Tick sums never wrap</b>: <see cref="RecordTicks"/> adds to a 64-bit tick cell, and each time a shard's cell
+/// reaches 2^48 ticks, 2^48 moves to a carry cell; reads combine both exactly (128-bit). Between the two interlocked
+/// operations of a carry (once per 2^48 ticks of summed duration per CPU) a concurrent read may see the sum 2^48 ticks
+/// low; at quiescence it is exact. Without the carry, 10,000 requests held open for 11 days would wrap it.</para>
 /// <para><b>Bad input</b> never throws and is never dropped: NaN, infinities and negative values increment
 /// <see cref="HistogramSnapshot.Invalid"/>; zero (and negative zero) has its own bucket; positive values outside the
 /// layout's range go to the underflow and overflow buckets, and still count in <see cref="HistogramSnapshot.Sum"/>,
@@ -90,7 +94,18 @@ public sealed class PerCpuHistogram
         Interlocked.Increment(ref Unsafe.Add(ref cells, cell));
         if (cell >= ShardLayout.Zero)
         {
-            Interlocked.Add(ref Unsafe.Add(ref cells, ShardLayout.SumTicks), ticks);
+            if (ticks < ShardLayout.TickCarry)
+            {
+                if (Interlocked.Add(ref Unsafe.Add(ref cells, ShardLayout.SumTicks), ticks) >= ShardLayout.TickCarry)
+                {
+                    CarryTicks(shard);
+                }
+            }
+            else
+            {
+                AddLargeTicks(shard, ticks);
+            }
+
             UpdateMinMax(shard, seconds);
         }
     }
@@ -190,6 +205,9 @@ public sealed class PerCpuHistogram
             }
 
             sum += BitConverter.Int64BitsToDouble(Volatile.Read(ref shard[ShardLayout.Sum]));
+            // The carry first: a carry moves ticks out of SumTicks before it adds them here, so this order can only
+            // miss a carry in flight, never count it twice.
+            acc[ShardLayout.SumTicksCarry] += Volatile.Read(ref shard[ShardLayout.SumTicksCarry]);
             acc[ShardLayout.SumTicks] += Volatile.Read(ref shard[ShardLayout.SumTicks]);
         }
 
@@ -333,7 +351,38 @@ public sealed class PerCpuHistogram
 
     /// <summary>The sum of merged cells: the double sum of Record plus the integer tick sum of RecordTicks, in seconds.</summary>
     internal static double SumOf(ReadOnlySpan<long> cells) =>
-        BitConverter.Int64BitsToDouble(cells[ShardLayout.Sum]) + (cells[ShardLayout.SumTicks] * Ticks.SecondsPerTick);
+        BitConverter.Int64BitsToDouble(cells[ShardLayout.Sum]) + ((double)TickSum(cells) * Ticks.SecondsPerTick);
+
+    /// <summary>The exact tick sum: the tick cells plus the carried units of 2^48.</summary>
+    internal static Int128 TickSum(ReadOnlySpan<long> cells) =>
+        (Int128)cells[ShardLayout.SumTicks] + ((Int128)cells[ShardLayout.SumTicksCarry] * ShardLayout.TickCarry);
+
+    /// <summary>
+    /// Moves the whole units of 2^48 ticks from the tick cell to the carry cell (rare: once per 2^48 ticks of summed
+    /// duration per shard). Two writers may both move: the cell can then go below zero, but every tick taken from it is
+    /// added to the carry, so the total stays exact.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void CarryTicks(long[] shard)
+    {
+        long move = Volatile.Read(ref shard[ShardLayout.SumTicks]) & ~(ShardLayout.TickCarry - 1);
+        if (move > 0)
+        {
+            Interlocked.Add(ref shard[ShardLayout.SumTicks], -move);
+            Interlocked.Add(ref shard[ShardLayout.SumTicksCarry], move / ShardLayout.TickCarry);
+        }
+    }
+
+    /// <summary>A single interval of 2^48 ticks or more (days): its whole units go straight to the carry cell.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void AddLargeTicks(long[] shard, long ticks)
+    {
+        Interlocked.Add(ref shard[ShardLayout.SumTicksCarry], ticks / ShardLayout.TickCarry);
+        if (Interlocked.Add(ref shard[ShardLayout.SumTicks], ticks % ShardLayout.TickCarry) >= ShardLayout.TickCarry)
+        {
+            CarryTicks(shard);
+        }
+    }
 
     private static class Ticks
     {

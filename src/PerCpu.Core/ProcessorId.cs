@@ -28,8 +28,9 @@ public static unsafe class ProcessorId
 
     private const uint TscAuxCpuMask = 0xFFF; // Linux: TSC_AUX = (node << 12) | cpu
 
+    private static readonly int s_usableCpus = CountUsableCpus(); // first: static initializers run in textual order, and the ladder reads it
     private static readonly ProcessorIdLadder s_ladder = new(ProcessorIdLadder.Probe.Default);
-    private static readonly CpuSlotMap s_map = new(ComputeSlotCount(Environment.ProcessorCount));
+    private static readonly CpuSlotMap s_map = new(ComputeSlotCount(s_usableCpus));
     private static readonly int s_slotMask = s_map.SlotCount - 1;
     // Offset of the active rseq field (cpu_id or mm_cid) from the thread pointer. Written before s_active.
     private static nint s_rseqField;
@@ -121,6 +122,46 @@ public static unsafe class ProcessorId
 
     /// <summary>Reads the raw id through <paramref name="strategy"/> regardless of the active one (tests, benchmarks).</summary>
     internal static int ReadWith(ProcessorIdStrategy strategy) => s_ladder.Read(strategy);
+
+    /// <summary>
+    /// How many CPUs this process's threads can run on: the larger of <see cref="Environment.ProcessorCount"/> and the
+    /// CPUs in the affinity mask (<c>sched_getaffinity</c>, up to 8192 CPUs). A cgroup CPU quota (<c>--cpus=2</c> on a
+    /// 64-core host) lowers <see cref="Environment.ProcessorCount"/>, as does <c>DOTNET_PROCESSOR_COUNT</c>, but the
+    /// threads still run on every CPU of the mask: sized from the quota, all those CPUs would share a few slots and
+    /// contend again.
+    /// </summary>
+    internal static int UsableCpuCount => s_usableCpus;
+
+    private static unsafe int CountUsableCpus()
+    {
+        int count = Environment.ProcessorCount;
+        if (!OperatingSystem.IsLinux())
+        {
+            return count;
+        }
+
+        try
+        {
+            const int Bytes = 1024; // 8192 CPUs
+            byte* mask = stackalloc byte[Bytes];
+            new Span<byte>(mask, Bytes).Clear();
+            if (Libc.SchedGetAffinity(0, Bytes, mask) == 0)
+            {
+                int inMask = 0;
+                for (int i = 0; i < Bytes; i += sizeof(ulong))
+                {
+                    inMask += BitOperations.PopCount(*(ulong*)(mask + i));
+                }
+
+                return Math.Max(count, inMask);
+            }
+        }
+        catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
+        {
+        }
+
+        return count;
+    }
 
     internal static int ComputeSlotCount(int processorCount) =>
         (int)Math.Min(BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, processorCount)), CpuSlotMap.DenseIdLimit);

@@ -208,9 +208,96 @@ public sealed class HistogramTests
         Assert.Equal(total.CumulativeCounts, merged.CumulativeCounts);
         Assert.Equal(total.Sum, merged.Sum);
         Assert.Equal(0, total.Invalid);
-        Assert.Equal(total.Min, Math.Min(deltaMin, last.Count > 0 ? last.Min : double.PositiveInfinity));
-        Assert.Equal(total.Max, Math.Max(deltaMax, last.Count > 0 ? last.Max : double.NegativeInfinity));
+        // A delta that raced a record's extremes reports its buckets' edges instead (never inverted or infinite): the
+        // deltas' extremes bound the true ones, within one bucket.
+        deltaMin = Math.Min(deltaMin, last.Count > 0 ? last.Min : double.PositiveInfinity);
+        deltaMax = Math.Max(deltaMax, last.Count > 0 ? last.Max : double.NegativeInfinity);
+        double bucket = Math.Pow(2, 1.0 / (1 << total.Scale));
+        Assert.InRange(deltaMin, total.Min / bucket, total.Min);
+        Assert.InRange(deltaMax, total.Max, total.Max * bucket);
         Assert.Equal(0, h.CollectDelta().Count);
+    }
+
+    [Fact]
+    public void TickSum_BeyondTwoToThe63_StaysExact_UnderManyMoreThreadsThanCores()
+    {
+        var h = new PerCpuHistogram();
+        // 16 threads of long-lived requests: each interval is 2^47 + i ticks (39 hours at 1 GHz), so the shards carry
+        // thousands of times; plus four intervals of long.MaxValue, which alone sum past 2^64.
+        const int Threads = 16, PerThread = 20_000;
+        Stress.WritersWhileReading(Threads, t =>
+        {
+            for (int i = 0; i < PerThread; i++)
+            {
+                h.RecordTicks((1L << 47) + i);
+            }
+
+            if (t < 4)
+            {
+                h.RecordTicks(long.MaxValue);
+            }
+        }, () => _ = h.Snapshot());
+
+        Int128 expected = (Int128)Threads * (((Int128)PerThread << 47) + ((Int128)PerThread * (PerThread - 1) / 2)) + (4 * (Int128)long.MaxValue);
+        Assert.True(expected > (Int128)long.MaxValue * 8, "the test must pass 2^63 several times over");
+        Assert.Equal(expected, PerCpuHistogram.TickSum(h.ReadCells(vectorized: false)));
+        double seconds = (double)expected / Stopwatch.Frequency;
+        Assert.Equal(seconds, h.Snapshot().Sum, seconds * 1e-12);
+        Assert.Equal(((long)Threads * PerThread) + 4, h.Snapshot().Count);
+    }
+
+    [Fact]
+    public void CountsWithoutTheirExtremes_ReportBucketEdges_QuantilesNeverThrow()
+    {
+        var h = new PerCpuHistogram();
+        h.Record(0.003);
+        h.Record(0.2);
+        long[] cells = h.ReadCells(vectorized: false);
+        // What a read racing the first record (or the reset of a delta's extremes) can see: counts, no extremes.
+        HistogramSnapshot s = HistogramSnapshot.FromCells(h.Layout, cells, (double.PositiveInfinity, double.NegativeInfinity), delta: true);
+        Assert.Equal(2, s.Count);
+        Assert.True(s.Min <= 0.003 && s.Min > 0.003 / 1.1, $"min {s.Min}");
+        Assert.True(s.Max >= 0.2 && s.Max < 0.2 * 1.1, $"max {s.Max}");
+        Assert.InRange(s.GetQuantile(0.5), s.Min, s.Max);
+        Assert.InRange(s.GetQuantile(0.99), s.Min, s.Max);
+        // Extremes known but inverted: replaced too.
+        HistogramSnapshot inverted = HistogramSnapshot.FromCells(h.Layout, cells, (0.5, 0.001), delta: true);
+        Assert.True(inverted.Min <= inverted.Max);
+        _ = inverted.GetQuantile(0.5);
+        // Exact extremes are kept.
+        HistogramSnapshot exact = HistogramSnapshot.FromCells(h.Layout, cells, (0.003, 0.2), delta: false);
+        Assert.Equal(0.003, exact.Min);
+        Assert.Equal(0.2, exact.Max);
+    }
+
+    [Fact]
+    public void OneWriter_TightDeltaCollector_NoDeltaHasInvertedExtremes()
+    {
+        var h = new PerCpuHistogram();
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(1.5));
+        var writer = new Thread(() =>
+        {
+            var rng = new Random(7);
+            while (!stop.IsCancellationRequested)
+            {
+                h.Record(0.001 + (rng.NextDouble() * 0.1));
+            }
+        });
+        writer.Start();
+        long deltas = 0, withCounts = 0;
+        while (writer.IsAlive)
+        {
+            HistogramSnapshot d = h.CollectDelta();
+            deltas++;
+            if (d.Count > 0)
+            {
+                withCounts++;
+                Assert.True(double.IsFinite(d.Min) && double.IsFinite(d.Max) && d.Min <= d.Max, $"delta {deltas}: count {d.Count}, min {d.Min}, max {d.Max}");
+                Assert.InRange(d.GetQuantile(0.99), d.Min, d.Max);
+            }
+        }
+
+        Assert.True(withCounts > 100, $"{withCounts} of {deltas} deltas held records");
     }
 
     [Fact]

@@ -222,6 +222,25 @@ public sealed class ProcessorIdTests
     }
 
     [Fact]
+    public void ChildProcess_ProcessorCountLoweredByQuota_SlotsStillCoverTheAffinityMask()
+    {
+        // DOTNET_PROCESSOR_COUNT=1 lowers Environment.ProcessorCount as a cgroup quota does; the threads still run on
+        // every CPU of the affinity mask, so the slots must cover those.
+        int inMask = OperatingSystem.IsLinux() ? System.Numerics.BitOperations.PopCount((ulong)System.Diagnostics.Process.GetCurrentProcess().ProcessorAffinity) : 0;
+        if (inMask < 2)
+        {
+            Assert.Skip("not Linux, or this machine lets the process run on one CPU only");
+        }
+
+        ChildRun.Result r = ChildRun.Run(
+            new Dictionary<string, string> { ["DOTNET_PROCESSOR_COUNT"] = "1", ["PERCPU_EXPECT_SLOTS_AT_LEAST"] = inMask.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+            "-method", $"{typeof(ChildProcessProbe).FullName}.{nameof(ChildProcessProbe.ReportsExpectations)}");
+
+        Assert.True(r.ExitCode == 0 && r.Failed == 0 && r.Total == 1, r.Output);
+        Assert.Contains("EXPECT_SLOTS verified", r.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void ChildProcess_BadEnvironmentVariable_ChoosesAutomaticallyAndSaysWhy()
     {
         ChildRun.Result r = ChildRun.Run(
@@ -274,6 +293,14 @@ public sealed class ChildProcessProbe(ITestOutputHelper output)
             any = true;
             Assert.Equal(expected, ProcessorId.Strategy.ToString());
             Console.WriteLine("EXPECT_STRATEGY verified: " + expected);
+        }
+
+        if (Environment.GetEnvironmentVariable("PERCPU_EXPECT_SLOTS_AT_LEAST") is { } slots)
+        {
+            any = true;
+            Assert.Equal(1, Environment.ProcessorCount); // DOTNET_PROCESSOR_COUNT=1 took effect
+            Assert.True(ProcessorId.SlotCount >= int.Parse(slots, System.Globalization.CultureInfo.InvariantCulture), $"{ProcessorId.SlotCount} slots");
+            Console.WriteLine($"EXPECT_SLOTS verified: {ProcessorId.SlotCount} slots with ProcessorCount 1");
         }
 
         if (Environment.GetEnvironmentVariable("PERCPU_EXPECT_REASON") is { } reason)

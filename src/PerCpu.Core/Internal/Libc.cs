@@ -26,6 +26,9 @@ internal static unsafe partial class Libc
     [SuppressGCTransition]
     public static partial nint PthreadSelf();
 
+    [LibraryImport(LibraryName, EntryPoint = "sched_getaffinity", SetLastError = true)]
+    public static partial int SchedGetAffinity(int pid, nuint size, byte* mask);
+
     [LibraryImport(LibraryName, EntryPoint = "getauxval")]
     public static partial nuint GetAuxVal(nuint type);
 

@@ -28,7 +28,7 @@ internal sealed unsafe class ProcessorIdLadder
     private static readonly byte[] s_rdtscpCode = [0x0F, 0x01, 0xF9, 0x89, 0xC8, 0xC3]; // rdtscp; mov eax, ecx; ret
 
     private readonly Probe _probe;
-    private readonly CpuSlotMap _timingMap = new(ProcessorId.ComputeSlotCount(Environment.ProcessorCount));
+    private readonly CpuSlotMap _timingMap = new(ProcessorId.ComputeSlotCount(ProcessorId.UsableCpuCount));
     private readonly ProcessorIdCandidate[] _candidates;
     private nint _rseqOffset;
 
@@ -107,7 +107,7 @@ internal sealed unsafe class ProcessorIdLadder
             ProcessorIdCandidate want = _candidates[(int)requested];
             if (want.Available)
             {
-                return new ProcessorIdSelection(requested, $"forced by {forcedBy}", ladder, ProcessorId.ComputeSlotCount(Environment.ProcessorCount));
+                return new ProcessorIdSelection(requested, $"forced by {forcedBy}", ladder, ProcessorId.ComputeSlotCount(ProcessorId.UsableCpuCount));
             }
 
             refusal = $"{requested} forced by {forcedBy} is unavailable ({want.Detail}); ";
@@ -128,11 +128,11 @@ internal sealed unsafe class ProcessorIdLadder
             if (c.Available && c.Strategy != ProcessorIdStrategy.ManagedThreadId && c.NanosecondsPerCall <= best * TieFactor)
             {
                 string why = $"fastest validated strategy ({c.NanosecondsPerCall:0.00} ns; best {best:0.00} ns, ties within {TieFactor:0.00}x go to the earlier rung)";
-                return new ProcessorIdSelection(c.Strategy, refusal + why, ladder, ProcessorId.ComputeSlotCount(Environment.ProcessorCount));
+                return new ProcessorIdSelection(c.Strategy, refusal + why, ladder, ProcessorId.ComputeSlotCount(ProcessorId.UsableCpuCount));
             }
         }
 
-        return new ProcessorIdSelection(ProcessorIdStrategy.ManagedThreadId, refusal + "no CPU-id strategy is available here", ladder, ProcessorId.ComputeSlotCount(Environment.ProcessorCount));
+        return new ProcessorIdSelection(ProcessorIdStrategy.ManagedThreadId, refusal + "no CPU-id strategy is available here", ladder, ProcessorId.ComputeSlotCount(ProcessorId.UsableCpuCount));
     }
 
     /// <summary>Reads the raw id through one strategy; -1 if unavailable.</summary>

@@ -171,12 +171,22 @@ public sealed class StartupAndBridgeTests
         Assert.Equal(scrape.Named("http_server_request_duration_seconds_sum").Sum(s => s.Value), sums.GetMeasurementSnapshot().Sum(m => m.Value), 9);
 
         // The strategy gauge carries the same labels on both paths.
-        using var strategy = new MetricCollector<int>(factory, MeterBridge.MeterName, "percpu.processor_id.strategy");
+        using var strategy = new MetricCollector<double>(factory, MeterBridge.MeterName, "percpu.processor_id.strategy");
         strategy.RecordObservableInstruments();
-        CollectedMeasurement<int> observedStrategy = Assert.Single(strategy.GetMeasurementSnapshot());
+        CollectedMeasurement<double> observedStrategy = Assert.Single(strategy.GetMeasurementSnapshot());
         Scrape.Sample scrapedStrategy = Assert.Single(scrape.Named("percpu_processor_id_strategy"));
         Assert.Equal(scrapedStrategy.Labels["strategy"], observedStrategy.Tags["strategy"]);
         Assert.Equal(scrapedStrategy.Labels["slots"], Convert.ToString(observedStrategy.Tags["slots"], System.Globalization.CultureInfo.InvariantCulture));
+
+        // One instrument per family of the HTTP producer, the route rates included.
+        using var routeRates = new MetricCollector<double>(factory, MeterBridge.MeterName, "percpu.http.server.route_request_rate");
+        routeRates.RecordObservableInstruments();
+        Assert.Equal(
+            scrape.Named(Exposition.RouteRate).Select(s => $"{s.Labels["http_route"]} {s.Labels["window"]}").Order(),
+            routeRates.GetMeasurementSnapshot().Select(m => $"{m.Tags["http.route"]} {m.Tags["window"]}").Order());
+        using var failures = new MetricCollector<long>(factory, MeterBridge.MeterName, "percpu.recording_failures");
+        failures.RecordObservableInstruments();
+        Assert.Equal(0, Assert.Single(failures.GetMeasurementSnapshot()).Value);
     }
 
     [Fact]

@@ -53,10 +53,12 @@ internal static class Exposition
         return s.ErrorType is null
             ? new MetricLabels(
                 ["http.request.method", "http.route", "http.response.status_code", "network.protocol.version", "url.scheme"],
-                [s.Method, s.Route, s.Status, s.Protocol, s.Scheme])
+                [s.Method, s.Route, s.Status, s.Protocol, s.Scheme],
+                [s.Method, s.Route, s.StatusCode, s.Protocol, s.Scheme])
             : new MetricLabels(
                 ["http.request.method", "http.route", "http.response.status_code", "network.protocol.version", "url.scheme", "error.type"],
-                [s.Method, s.Route, s.Status, s.Protocol, s.Scheme, s.ErrorType]);
+                [s.Method, s.Route, s.Status, s.Protocol, s.Scheme, s.ErrorType],
+                [s.Method, s.Route, s.StatusCode, s.Protocol, s.Scheme, s.ErrorType]);
     }
 
     public static string Number(double value) => PrometheusTextWriter.FormatNumber(value);
@@ -78,6 +80,9 @@ internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProd
     public static readonly MetricDescriptor Series = new("percpu.series", MetricType.Gauge, null, "Series of http.server.request.duration, excluding the overflow series.");
     public static readonly MetricDescriptor OverflowRecords = new("percpu.series.overflow_records", MetricType.Counter, null, "Requests recorded in the overflow series because the series cap was reached.");
     public static readonly MetricDescriptor RecordingFailures = new("percpu.recording_failures", MetricType.Counter, null, "Failures of the middleware's own recording; expected to stay 0.");
+
+    /// <summary>Every family this producer writes, in order (the meter bridge publishes one instrument per family).</summary>
+    public static readonly IReadOnlyList<MetricDescriptor> Families = [Duration, Active, Rate, RouteRate, Strategy, Series, OverflowRecords, RecordingFailures];
 
     private readonly MetricLabels[] _active = BuildActiveLabels();
     private readonly Dictionary<(string? Route, string Window), MetricLabels> _rateLabels = [];

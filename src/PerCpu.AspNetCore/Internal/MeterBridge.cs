@@ -1,94 +1,124 @@
 using System.Diagnostics.Metrics;
 using System.Globalization;
+using PerCpu.Families;
 
 namespace PerCpu.AspNetCore.Internal;
 
 /// <summary>
-/// The <c>PerCpu.AspNetCore</c> meter: observable instruments whose callbacks fold the per-CPU shards at collection time,
-/// so a <see cref="MeterListener"/> (the OpenTelemetry SDK, dotnet-counters, <c>MetricCollector</c>) sees the same
-/// numbers as <c>/metrics</c>. <c>System.Diagnostics.Metrics</c> has no observable histogram, so the duration histogram
-/// is published as three observable counters: <c>http.server.request.duration.bucket</c> (cumulative count per
-/// <c>le</c> boundary, including <c>+Inf</c>), <c>.count</c> and <c>.sum</c>.
+/// The <c>PerCpu.AspNetCore</c> meter: one observable instrument per family of the HTTP producer, whose callback folds the
+/// per-CPU shards at collection time, so a <see cref="MeterListener"/> (the OpenTelemetry SDK, dotnet-counters,
+/// <c>MetricCollector</c>) sees the same numbers as <c>/metrics</c>. The bridge knows families, not HTTP: counters become
+/// observable counters, up-down counters observable up-down counters, gauges observable gauges (double). Meter API has
+/// no observable histogram, so a histogram family is published as three observable counters: <c>NAME.bucket</c>
+/// (cumulative count per <c>le</c> boundary, including <c>+Inf</c>), <c>NAME.count</c> and <c>NAME.sum</c>.
 /// </summary>
 internal sealed class MeterBridge : IDisposable
 {
     public const string MeterName = "PerCpu.AspNetCore";
 
-    private readonly HttpMetricsStore _store;
-
     public MeterBridge(IMeterFactory factory, HttpMetricsStore store)
     {
-        _store = store;
         Meter = factory.Create(new MeterOptions(MeterName) { Version = typeof(MeterBridge).Assembly.GetName().Version?.ToString() });
-        Meter.CreateObservableCounter("http.server.request.duration.bucket", Buckets, "{request}", "Requests with a duration at or below the le boundary (cumulative histogram buckets).");
-        Meter.CreateObservableCounter("http.server.request.duration.count", Counts, "{request}", "Requests recorded in http.server.request.duration.");
-        Meter.CreateObservableCounter("http.server.request.duration.sum", Sums, "s", "Sum of the durations of HTTP server requests.");
-        Meter.CreateObservableUpDownCounter("http.server.active_requests", ActiveRequests, "{request}", "Number of active HTTP server requests.");
-        Meter.CreateObservableGauge("percpu.http.server.request_rate", RequestRates, "{request}/s", "Requests per second over a window, by route (absent: all routes).");
-        Meter.CreateObservableGauge("percpu.series", () => (long)store.SeriesCount, "{series}", "Series of http.server.request.duration.");
-        Meter.CreateObservableCounter("percpu.series.overflow_records", () => store.OverflowRecords, "{request}", "Requests recorded in the overflow series.");
-        Meter.CreateObservableGauge("percpu.processor_id.strategy", () => new Measurement<int>(1, new("strategy", ProcessorId.Strategy.ToString()), new("slots", ProcessorId.SlotCount)), null, "The CPU-id strategy in use (value 1) and the number of per-CPU slots.");
+        IMetricsProducer producer = store.Producer;
+        foreach (MetricDescriptor d in HttpMetricsProducer.Families)
+        {
+            string? description = d.Description;
+            switch (d.Type)
+            {
+                case MetricType.Histogram:
+                    Meter.CreateObservableCounter(d.Name + ".bucket", () => Buckets(producer, d), "{request}", "Records at or below the le boundary (cumulative histogram buckets) of " + d.Name + ".");
+                    Meter.CreateObservableCounter(d.Name + ".count", () => Read(producer, d).Select(p => new Measurement<long>(p.Histogram!.Count, Tags(p.Labels, null))), "{request}", "Records in " + d.Name + ".");
+                    Meter.CreateObservableCounter(d.Name + ".sum", () => Read(producer, d).Select(p => new Measurement<double>(p.Histogram!.Sum, Tags(p.Labels, null))), d.Unit, "Sum of " + d.Name + ".");
+                    break;
+                case MetricType.Counter:
+                    Meter.CreateObservableCounter(d.Name, () => Read(producer, d).Select(p => new Measurement<long>((long)p.Value, Tags(p.Labels, null))), d.Unit, description);
+                    break;
+                case MetricType.UpDownCounter:
+                    Meter.CreateObservableUpDownCounter(d.Name, () => Read(producer, d).Select(p => new Measurement<long>((long)p.Value, Tags(p.Labels, null))), d.Unit, description);
+                    break;
+                default:
+                    Meter.CreateObservableGauge(d.Name, () => Read(producer, d).Select(p => new Measurement<double>(p.Value, Tags(p.Labels, null))), d.Unit, description);
+                    break;
+            }
+        }
     }
 
     public Meter Meter { get; }
 
     public void Dispose() => Meter.Dispose();
 
-    private IEnumerable<(RequestSeries Series, HistogramSnapshot Snapshot)> Snapshots() =>
-        _store.RecordedSeries()
-            .Select(s => (s, s.Duration.Snapshot()))
-            .Where(x => !x.s.IsOverflow || x.Item2.Count > 0);
-
-    private IEnumerable<Measurement<long>> Buckets()
+    private static IEnumerable<Measurement<long>> Buckets(IMetricsProducer producer, MetricDescriptor d)
     {
-        foreach ((RequestSeries s, HistogramSnapshot snap) in Snapshots())
+        foreach ((MetricLabels labels, _, HistogramSnapshot? snap) in Read(producer, d))
         {
-            for (int i = 0; i < snap.ExplicitBoundaries.Count; i++)
+            for (int i = 0; i < snap!.ExplicitBoundaries.Count; i++)
             {
-                yield return new Measurement<long>(snap.CumulativeCounts[i], Tags(s, snap.ExplicitBoundaries[i].ToString("R", CultureInfo.InvariantCulture)));
+                yield return new Measurement<long>(snap.CumulativeCounts[i], Tags(labels, snap.ExplicitBoundaries[i].ToString("R", CultureInfo.InvariantCulture)));
             }
 
-            yield return new Measurement<long>(snap.Count, Tags(s, "+Inf"));
+            yield return new Measurement<long>(snap.Count, Tags(labels, "+Inf"));
         }
     }
 
-    private IEnumerable<Measurement<long>> Counts() => Snapshots().Select(x => new Measurement<long>(x.Snapshot.Count, Tags(x.Series, null)));
-
-    private IEnumerable<Measurement<double>> Sums() => Snapshots().Select(x => new Measurement<double>(x.Snapshot.Sum, Tags(x.Series, null)));
-
-    private IEnumerable<Measurement<long>> ActiveRequests() =>
-        _store.ActiveRequests().Select(a => new Measurement<long>(a.Value, new("http.request.method", a.Method), new("url.scheme", a.Scheme)));
-
-    private IEnumerable<Measurement<double>> RequestRates() =>
-        _store.Rates.Read().Select(r => r.Route is null
-            ? new Measurement<double>(r.Rate, new KeyValuePair<string, object?>("window", r.Window))
-            : new Measurement<double>(r.Rate, new("http.route", r.Route), new("window", r.Window)));
-
-    private static KeyValuePair<string, object?>[] Tags(RequestSeries s, string? le)
+    /// <summary>The points of one family, read now.</summary>
+    private static List<(MetricLabels Labels, double Value, HistogramSnapshot? Histogram)> Read(IMetricsProducer producer, MetricDescriptor family)
     {
-        if (s.IsOverflow)
-        {
-            return le is null ? [new("otel.metric.overflow", true)] : [new("otel.metric.overflow", true), new("le", le)];
-        }
+        var reader = new FamilyReader(family);
+        producer.Collect(reader);
+        return reader.Points;
+    }
 
-        var tags = new List<KeyValuePair<string, object?>>(7)
+    private static KeyValuePair<string, object?>[] Tags(MetricLabels labels, string? le)
+    {
+        var tags = new KeyValuePair<string, object?>[labels.Count + (le is null ? 0 : 1)];
+        for (int i = 0; i < labels.Count; i++)
         {
-            new("http.request.method", s.Method),
-            new("http.route", s.Route),
-            new("http.response.status_code", s.StatusCode),
-            new("url.scheme", s.Scheme),
-            new("network.protocol.version", s.Protocol),
-        };
-        if (s.ErrorType is not null)
-        {
-            tags.Add(new("error.type", s.ErrorType));
+            tags[i] = new(labels.Names[i], labels.RawValues[i]);
         }
 
         if (le is not null)
         {
-            tags.Add(new("le", le));
+            tags[^1] = new("le", le);
         }
 
-        return [.. tags];
+        return tags;
+    }
+
+    /// <summary>Keeps the points of one family; histograms as snapshots (the overflow series only once it holds records).</summary>
+    private sealed class FamilyReader(MetricDescriptor family) : IMetricsWriter
+    {
+        private bool _on;
+
+        public List<(MetricLabels Labels, double Value, HistogramSnapshot? Histogram)> Points { get; } = [];
+
+        public void BeginFamily(MetricDescriptor descriptor) => _on = ReferenceEquals(descriptor, family);
+
+        public void WritePoint(MetricLabels labels, double value)
+        {
+            if (_on)
+            {
+                Points.Add((labels, value, null));
+            }
+        }
+
+        public void WritePoint(MetricLabels labels, long value)
+        {
+            if (_on)
+            {
+                Points.Add((labels, value, null));
+            }
+        }
+
+        public void WriteHistogram(MetricLabels labels, PerCpuHistogram histogram)
+        {
+            if (_on)
+            {
+                Points.Add((labels, 0, histogram.Snapshot()));
+            }
+        }
+
+        public void AddInvalid(long count)
+        {
+        }
     }
 }

@@ -43,8 +43,6 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
     private Task? _loop;
     private int _stopped;
     private ulong _lastCollect;
-    private ulong _overflowStart;
-    private long _overflowSent;
     private int _consecutiveFailures;
     private DateTimeOffset _holdBackUntil;
 
@@ -66,7 +64,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
         {
             Timeout = Timeout.InfiniteTimeSpan,
         };
-        _processStart = _lastCollect = _overflowStart = UnixNano(time.GetUtcNow());
+        _processStart = _lastCollect = UnixNano(time.GetUtcNow());
     }
 
     /// <summary>Series whose delta waits for the next export (delta temporality); at most the series cap plus the overflow series.</summary>
@@ -147,7 +145,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
         try
         {
             batch = Collect(UnixNano(_time.GetUtcNow()));
-            unsent = [.. batch.Durations];
+            unsent = [.. batch.Points];
             if (!final && _time.GetUtcNow() < _holdBackUntil)
             {
                 LogHeldBack(_logger, _holdBackUntil);
@@ -185,12 +183,6 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
     private void Settle(OtlpBatch batch, List<HistogramPoint> unsent, bool othersSent, bool final)
     {
         bool delta = _options.Temporality == OtlpTemporality.Delta;
-        if (othersSent && delta)
-        {
-            _overflowSent += batch.OverflowRecords;
-            _overflowStart = batch.TimeUnixNano;
-        }
-
         lock (_pending)
         {
             _pending.Clear();
@@ -198,7 +190,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
             {
                 if (unsent.Count > 0 || !othersSent)
                 {
-                    LogDropped(_logger, unsent.Count, unsent.Sum(p => p.Snapshot.Count), othersSent ? 0 : batch.Active.Count + batch.Rates.Count + 2);
+                    LogDropped(_logger, unsent.Count, unsent.Sum(p => p.Snapshot.Count), othersSent ? 0 : batch.Families.Sum(f => f.Points.Count + f.Histograms.Count));
                 }
 
                 return;
@@ -208,7 +200,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
             {
                 foreach (HistogramPoint p in unsent)
                 {
-                    _pending[p.Series] = (p.Snapshot, p.StartUnixNano); // merged into the next export, not dropped
+                    _pending[(RequestSeries)p.Key] = (p.Snapshot, p.StartUnixNano); // merged into the next export, not dropped
                 }
             }
         }
@@ -243,7 +235,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
                     HistogramSnapshot snapshot = series.Duration.Snapshot();
                     if (snapshot.Count > 0 || snapshot.Invalid > 0)
                     {
-                        durations.Add(new HistogramPoint(series, snapshot, _processStart));
+                        durations.Add(new HistogramPoint(series, series.SeriesLabels, snapshot, _processStart));
                     }
 
                     continue;
@@ -260,18 +252,17 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
 
                 if (change.Count > 0 || change.Invalid > 0 || pending)
                 {
-                    durations.Add(new HistogramPoint(series, change, start));
+                    durations.Add(new HistogramPoint(series, series.SeriesLabels, change, start));
                 }
             }
         }
 
         _lastCollect = now; // the next deltas start here; undelivered ones keep their own start in _pending
-        long overflow = _store.OverflowRecords;
-        return new OtlpBatch(now, _processStart, _options.Temporality, durations, [.. _store.ActiveRequests()], _store.Rates.Read(), _store.SeriesCount,
-            delta ? overflow - _overflowSent : overflow, delta ? _overflowStart : _processStart)
-        {
-            Families = _registry is null ? [] : OtlpFamilyCollector.Collect(_registry),
-        };
+
+        // The request durations above are the one family with delta temporality; every other family (the HTTP store's
+        // gauges and counters, the app's families, the Meter API listener's) goes cumulative through the writer.
+        return new OtlpBatch(now, _processStart, _options.Temporality, HttpMetricsProducer.Duration, durations,
+            OtlpFamilyCollector.Collect(HttpMetricsProducer.Duration, _store.Producer, _registry));
     }
 
     /// <summary>The export's deadline: its token, and when it started, to tell how much time a retry would leave.</summary>
@@ -292,28 +283,28 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
         bool othersSent = false;
         while (parts.TryPop(out OtlpBatch? part))
         {
-            byte[] payload = Payload(OtlpMetricsEncoder.Encode(part, _resource, _store.Layout, _options.ExponentialHistogram));
+            byte[] payload = Payload(OtlpMetricsEncoder.Encode(part, _resource, _options.ExponentialHistogram));
             switch (await SendAsync(payload, deadline, stopping).ConfigureAwait(false))
             {
                 case Outcome.Sent:
                     othersSent |= part.WithOtherMetrics;
                     break;
-                case Outcome.TooLarge when part.Durations.Count > 1 || (part.Durations.Count == 1 && part.WithOtherMetrics):
-                    int half = part.Durations.Count / 2;
-                    parts.Push(part with { Durations = [.. part.Durations.Skip(half)], WithOtherMetrics = false });
-                    parts.Push(part with { Durations = [.. part.Durations.Take(half)] });
-                    LogSplit(_logger, payload.Length, part.Durations.Count);
+                case Outcome.TooLarge when part.Points.Count > 1 || (part.Points.Count == 1 && part.WithOtherMetrics):
+                    int half = part.Points.Count / 2;
+                    parts.Push(part with { Points = [.. part.Points.Skip(half)], WithOtherMetrics = false });
+                    parts.Push(part with { Points = [.. part.Points.Take(half)] });
+                    LogSplit(_logger, payload.Length, part.Points.Count);
                     break;
                 case Outcome.TooLarge:
                     // One point alone exceeds the collector's limit: no split can deliver it. Said, counted, dropped.
-                    LogTooLargeDropped(_logger, payload.Length, part.Durations.Count, part.Durations.Sum(p => p.Snapshot.Count));
+                    LogTooLargeDropped(_logger, payload.Length, part.Points.Count, part.Points.Sum(p => p.Snapshot.Count));
                     othersSent |= part.WithOtherMetrics;
                     break;
                 default:
-                    var unsent = new List<HistogramPoint>(part.Durations);
+                    var unsent = new List<HistogramPoint>(part.Points);
                     foreach (OtlpBatch rest in parts)
                     {
-                        unsent.AddRange(rest.Durations);
+                        unsent.AddRange(rest.Points);
                     }
 
                     return (unsent, othersSent);

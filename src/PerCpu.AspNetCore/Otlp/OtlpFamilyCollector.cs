@@ -17,17 +17,25 @@ internal sealed class OtlpFamilyCollector : IMetricsWriter
 
     public List<CollectedFamily> Families { get; } = [];
 
-    public static List<CollectedFamily> Collect(IMetricsProducer producer)
+    /// <summary>A family the exporter sends by another path (the delta-capable request durations), left out here.</summary>
+    public MetricDescriptor? Skip { get; init; }
+
+    /// <summary>Reads every producer's families, in order.</summary>
+    public static List<CollectedFamily> Collect(MetricDescriptor? skip, params IMetricsProducer?[] producers)
     {
-        var collector = new OtlpFamilyCollector();
-        producer.Collect(collector);
+        var collector = new OtlpFamilyCollector { Skip = skip };
+        foreach (IMetricsProducer? producer in producers)
+        {
+            producer?.Collect(collector);
+        }
+
         return collector.Families;
     }
 
     public void BeginFamily(MetricDescriptor descriptor)
     {
         // Two instruments with one name: the first wins, as on /metrics.
-        if (Families.Exists(f => f.Descriptor.Name == descriptor.Name))
+        if (ReferenceEquals(descriptor, Skip) || Families.Exists(f => f.Descriptor.Name == descriptor.Name))
         {
             _current = null;
             return;

@@ -1,30 +1,26 @@
-using PerCpu.AspNetCore.Internal;
 using PerCpu.Families;
 
 namespace PerCpu.AspNetCore.Otlp;
 
-/// <summary>One histogram data point to export: a series' labels and what its shards held.</summary>
-internal readonly record struct HistogramPoint(RequestSeries Series, HistogramSnapshot Snapshot, ulong StartUnixNano);
+/// <summary>
+/// One delta-capable histogram point to export: its labels and what its shards held. <see cref="Key"/> identifies the
+/// series to the exporter (for pending deltas); the encoder reads only the labels and the snapshot.
+/// </summary>
+internal readonly record struct HistogramPoint(object Key, MetricLabels Labels, HistogramSnapshot Snapshot, ulong StartUnixNano);
 
 /// <summary>
-/// What one export sends, read from the store. <see cref="WithOtherMetrics"/> false: only the duration points (the later
-/// parts of a batch split because the collector found it too large).
+/// What one export sends: one histogram family whose points may be deltas (<see cref="Histogram"/>,
+/// <see cref="Points"/>), then every other family, cumulative (<see cref="Families"/>). <see cref="WithOtherMetrics"/>
+/// false: only the histogram points (the later parts of a batch split because the collector found it too large).
 /// </summary>
 internal sealed record OtlpBatch(
     ulong TimeUnixNano,
     ulong ProcessStartUnixNano,
     OtlpTemporality Temporality,
-    IReadOnlyList<HistogramPoint> Durations,
-    IReadOnlyList<(string Method, string Scheme, long Value)> Active,
-    IReadOnlyList<(string? Route, string Window, double Rate)> Rates,
-    long SeriesCount,
-    long OverflowRecords,
-    ulong OverflowStartUnixNano,
-    bool WithOtherMetrics = true)
-{
-    /// <summary>The app's families (registry and Meter API listener), cumulative; sent with the other metrics.</summary>
-    public IReadOnlyList<CollectedFamily> Families { get; init; } = [];
-}
+    MetricDescriptor Histogram,
+    IReadOnlyList<HistogramPoint> Points,
+    IReadOnlyList<CollectedFamily> Families,
+    bool WithOtherMetrics = true);
 
 /// <summary>
 /// Encodes an <c>opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest</c> (field numbers of
@@ -32,13 +28,16 @@ internal sealed record OtlpBatch(
 /// </summary>
 internal static class OtlpMetricsEncoder
 {
+    /// <summary>The instrumentation scope of everything PerCpu exports.</summary>
+    public const string ScopeName = "PerCpu.AspNetCore";
+
     private const int Delta = 1;
     private const int Cumulative = 2;
 
-    public static byte[] Encode(OtlpBatch batch, IReadOnlyDictionary<string, string> resource, HistogramLayout layout, bool exponential)
+    public static byte[] Encode(OtlpBatch batch, IReadOnlyDictionary<string, string> resource, bool exponential)
     {
         var request = new ProtobufWriter();
-        request.Message(1, (batch, resource, layout, exponential), static (rm, s) =>
+        request.Message(1, (batch, resource, exponential), static (rm, s) =>
         {
             rm.Message(1, s.resource, static (r, attributes) =>
             {
@@ -51,29 +50,33 @@ internal static class OtlpMetricsEncoder
             {
                 sm.Message(1, 0, static (scope, _) =>
                 {
-                    scope.String(1, MeterBridge.MeterName);
+                    scope.String(1, ScopeName);
                     scope.String(2, typeof(OtlpMetricsEncoder).Assembly.GetName().Version?.ToString() ?? "");
                 });
-                WriteMetrics(sm, s.batch, s.layout, s.exponential);
+                WriteMetrics(sm, s.batch, s.exponential);
             });
         });
         return request.WrittenSpan.ToArray();
     }
 
-    private static void WriteMetrics(ProtobufWriter sm, OtlpBatch batch, HistogramLayout layout, bool exponential)
+    private static void WriteMetrics(ProtobufWriter sm, OtlpBatch batch, bool exponential)
     {
         int temporality = batch.Temporality == OtlpTemporality.Delta ? Delta : Cumulative;
-
-        sm.Message(2, (batch, layout, exponential, temporality), static (m, s) =>
+        sm.Message(2, (batch, exponential, temporality), static (m, s) =>
         {
-            m.String(1, "http.server.request.duration");
-            m.String(2, "Duration of HTTP server requests.");
-            m.String(3, "s");
+            Header(m, s.batch.Histogram);
             m.Message(s.exponential ? 10 : 9, s, static (h, s) =>
             {
-                foreach (HistogramPoint point in s.batch.Durations)
+                foreach (HistogramPoint point in s.batch.Points)
                 {
-                    h.Message(1, (point, s.batch.TimeUnixNano, s.layout), s.exponential ? ExponentialPoint : ExplicitPoint);
+                    if (s.exponential)
+                    {
+                        h.Message(1, (point, s.batch.TimeUnixNano), static (p, x) => ExponentialCore(p, x.point.Snapshot, x.point.StartUnixNano, x.TimeUnixNano, q => LabelAttributes(q, 1, x.point.Labels)));
+                    }
+                    else
+                    {
+                        h.Message(1, (point, s.batch.TimeUnixNano), static (p, x) => ExplicitCore(p, x.point.Snapshot, x.point.StartUnixNano, x.TimeUnixNano, q => LabelAttributes(q, 9, x.point.Labels)));
+                    }
                 }
 
                 h.Varint(2, (ulong)s.temporality);
@@ -85,82 +88,6 @@ internal static class OtlpMetricsEncoder
             return;
         }
 
-        sm.Message(2, batch, static (m, batch) =>
-        {
-            m.String(1, "http.server.active_requests");
-            m.String(2, "Number of active HTTP server requests.");
-            m.String(3, "{request}");
-            m.Message(7, batch, static (sum, batch) =>
-            {
-                foreach ((string method, string scheme, long value) in batch.Active)
-                {
-                    sum.Message(1, (batch, method, scheme, value), static (p, s) =>
-                    {
-                        p.Message(7, ("http.request.method", (object)s.method), KeyValue);
-                        p.Message(7, ("url.scheme", (object)s.scheme), KeyValue);
-                        p.Fixed64(2, s.batch.ProcessStartUnixNano);
-                        p.Fixed64(3, s.batch.TimeUnixNano);
-                        p.Fixed64(6, (ulong)s.value); // as_int (sfixed64)
-                    });
-                }
-
-                sum.Varint(2, Cumulative); // an up-down counter is cumulative under every temporality preference
-                sum.Bool(3, false);
-            });
-        });
-
-        sm.Message(2, batch, static (m, batch) =>
-        {
-            m.String(1, "percpu.http.server.request_rate");
-            m.String(2, "Requests per second over a window, by route (absent: all routes).");
-            m.String(3, "{request}/s");
-            m.Message(5, batch, static (gauge, batch) =>
-            {
-                foreach ((string? route, string window, double rate) in batch.Rates)
-                {
-                    gauge.Message(1, (batch.TimeUnixNano, route, window, rate), static (p, s) =>
-                    {
-                        if (s.route is not null)
-                        {
-                            p.Message(7, ("http.route", (object)s.route), KeyValue);
-                        }
-
-                        p.Message(7, ("window", (object)s.window), KeyValue);
-                        p.Fixed64(3, s.TimeUnixNano);
-                        p.Double(4, s.rate);
-                    });
-                }
-            });
-        });
-
-        sm.Message(2, batch, static (m, batch) =>
-        {
-            m.String(1, "percpu.series");
-            m.String(3, "{series}");
-            m.Message(5, batch, static (gauge, batch) => gauge.Message(1, batch, static (p, b) =>
-            {
-                p.Fixed64(3, b.TimeUnixNano);
-                p.Fixed64(6, (ulong)b.SeriesCount);
-            }));
-        });
-
-        sm.Message(2, (batch, temporality), static (m, s) =>
-        {
-            m.String(1, "percpu.series.overflow_records");
-            m.String(3, "{request}");
-            m.Message(7, s, static (sum, s) =>
-            {
-                sum.Message(1, s.batch, static (p, b) =>
-                {
-                    p.Fixed64(2, b.OverflowStartUnixNano);
-                    p.Fixed64(3, b.TimeUnixNano);
-                    p.Fixed64(6, (ulong)b.OverflowRecords);
-                });
-                sum.Varint(2, (ulong)s.temporality);
-                sum.Bool(3, true);
-            });
-        });
-
         foreach (CollectedFamily family in batch.Families)
         {
             sm.Message(2, (family, batch, exponential), static (m, s) => WriteFamily(m, s.family, s.batch, s.exponential));
@@ -171,17 +98,7 @@ internal static class OtlpMetricsEncoder
     private static void WriteFamily(ProtobufWriter m, CollectedFamily family, OtlpBatch batch, bool exponential)
     {
         MetricDescriptor d = family.Descriptor;
-        m.String(1, d.Name);
-        if (d.Description is not null)
-        {
-            m.String(2, d.Description);
-        }
-
-        if (d.Unit is not null)
-        {
-            m.String(3, d.Unit);
-        }
-
+        Header(m, d);
         switch (d.Type)
         {
             case MetricType.Histogram:
@@ -216,6 +133,21 @@ internal static class OtlpMetricsEncoder
         }
     }
 
+    /// <summary>A metric's name, description and unit.</summary>
+    private static void Header(ProtobufWriter m, MetricDescriptor d)
+    {
+        m.String(1, d.Name);
+        if (d.Description is not null)
+        {
+            m.String(2, d.Description);
+        }
+
+        if (d.Unit is not null)
+        {
+            m.String(3, d.Unit);
+        }
+    }
+
     private static void NumberPoints(ProtobufWriter data, CollectedFamily family, OtlpBatch batch, bool withStart)
     {
         foreach ((MetricLabels labels, double? asDouble, long asLong) in family.Points)
@@ -245,15 +177,9 @@ internal static class OtlpMetricsEncoder
     {
         for (int i = 0; i < labels.Count; i++)
         {
-            p.Message(field, (labels.Names[i], (object)labels.Values[i]), KeyValue);
+            p.Message(field, (labels.Names[i], labels.RawValues[i]), KeyValue);
         }
     }
-
-    private static void ExplicitPoint(ProtobufWriter p, (HistogramPoint Point, ulong Time, HistogramLayout Layout) s) =>
-        ExplicitCore(p, s.Point.Snapshot, s.Point.StartUnixNano, s.Time, q => Attributes(q, 9, s.Point.Series));
-
-    private static void ExponentialPoint(ProtobufWriter p, (HistogramPoint Point, ulong Time, HistogramLayout Layout) s) =>
-        ExponentialCore(p, s.Point.Snapshot, s.Point.StartUnixNano, s.Time, q => Attributes(q, 1, s.Point.Series));
 
     private static void ExplicitCore(ProtobufWriter p, HistogramSnapshot snap, ulong start, ulong time, Action<ProtobufWriter> attributes)
     {
@@ -316,25 +242,6 @@ internal static class OtlpMetricsEncoder
         p.Double(14, Math.ScaleB(1, snap.MinExponent));
     }
 
-    private static void Attributes(ProtobufWriter p, int field, RequestSeries s)
-    {
-        if (s.IsOverflow)
-        {
-            p.Message(field, ("otel.metric.overflow", (object)true), KeyValue);
-            return;
-        }
-
-        p.Message(field, ("http.request.method", (object)s.Method), KeyValue);
-        p.Message(field, ("http.route", (object)s.Route), KeyValue);
-        p.Message(field, ("http.response.status_code", s.StatusCode), KeyValue);
-        p.Message(field, ("url.scheme", (object)s.Scheme), KeyValue);
-        p.Message(field, ("network.protocol.version", (object)s.Protocol), KeyValue);
-        if (s.ErrorType is not null)
-        {
-            p.Message(field, ("error.type", (object)s.ErrorType), KeyValue);
-        }
-    }
-
     private static void KeyValue(ProtobufWriter kv, (string Key, object Value) x)
     {
         kv.String(1, x.Key);
@@ -347,6 +254,15 @@ internal static class OtlpMetricsEncoder
                     break;
                 case int i:
                     any.Varint(3, (ulong)(long)i);
+                    break;
+                case long l:
+                    any.Varint(3, (ulong)l);
+                    break;
+                case short or byte:
+                    any.Varint(3, (ulong)Convert.ToInt64(value, System.Globalization.CultureInfo.InvariantCulture));
+                    break;
+                case double or float:
+                    any.Double(4, Convert.ToDouble(value, System.Globalization.CultureInfo.InvariantCulture));
                     break;
                 default:
                     any.String(1, value.ToString() ?? "");

@@ -13,29 +13,42 @@ public sealed class MetricLabels
     /// <param name="names">Label names.</param>
     /// <param name="values">Values, one per name.</param>
     public MetricLabels(IReadOnlyList<string> names, IReadOnlyList<string> values)
+        : this(names, values, null)
+    {
+    }
+
+    /// <summary>Creates a label set that also keeps the values' original types (for formats with typed attributes, such as OTLP).</summary>
+    /// <param name="names">Label names.</param>
+    /// <param name="values">Values as strings, one per name (the Prometheus formats).</param>
+    /// <param name="rawValues">The same values as given (a status code as an <see cref="int"/>, a flag as a <see cref="bool"/>), or null.</param>
+    public MetricLabels(IReadOnlyList<string> names, IReadOnlyList<string> values, IReadOnlyList<object>? rawValues)
     {
         ArgumentNullException.ThrowIfNull(names);
         ArgumentNullException.ThrowIfNull(values);
-        if (names.Count != values.Count)
+        if (names.Count != values.Count || (rawValues is not null && rawValues.Count != values.Count))
         {
-            throw new ArgumentException($"{names.Count} label names but {values.Count} values.", nameof(values));
+            throw new ArgumentException($"{names.Count} label names but {values.Count} values ({rawValues?.Count} raw).", nameof(values));
         }
 
         _names = [.. names];
         _values = [.. values];
+        RawValues = rawValues is null ? _values : [.. rawValues];
     }
 
     /// <summary>No labels.</summary>
     public static MetricLabels Empty { get; } = new([], []);
 
     /// <summary>The overflow series of a capped family: <c>otel.metric.overflow="true"</c>, as OpenTelemetry names it.</summary>
-    public static MetricLabels Overflow { get; } = new(["otel.metric.overflow"], ["true"]);
+    public static MetricLabels Overflow { get; } = new(["otel.metric.overflow"], ["true"], [true]);
 
     /// <summary>Label names.</summary>
     public IReadOnlyList<string> Names => _names;
 
     /// <summary>Label values.</summary>
     public IReadOnlyList<string> Values => _values;
+
+    /// <summary>The values with their original types where known (else the strings of <see cref="Values"/>).</summary>
+    public IReadOnlyList<object> RawValues { get; }
 
     /// <summary>How many labels.</summary>
     public int Count => _names.Length;

@@ -290,16 +290,16 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
     private static MetricLabels Labels(KeyValuePair<string, object?>[] tags)
     {
         KeyValuePair<string, object?>[] sorted = [.. tags.OrderBy(t => t.Key, StringComparer.Ordinal)];
-        return new MetricLabels(
-            [.. sorted.Select(t => t.Key ?? "")],
-            [.. sorted.Select(t => t.Value switch
-            {
-                null => "",
-                string s => s,
-                bool b => b ? "true" : "false",
-                IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-                _ => t.Value.ToString() ?? "",
-            })]);
+        string[] values = [.. sorted.Select(t => t.Value switch
+        {
+            null => "",
+            string s => s,
+            bool b => b ? "true" : "false",
+            IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
+            _ => t.Value.ToString() ?? "",
+        })];
+        object[] raw = [.. sorted.Select((t, i) => t.Value is bool or int or long or short or byte or double or float ? t.Value : values[i])];
+        return new MetricLabels([.. sorted.Select(t => t.Key ?? "")], values, raw);
     }
 
     private sealed class Entry(int hash, KeyValuePair<string, object?>[] tags, MetricLabels labels, TSeries series)

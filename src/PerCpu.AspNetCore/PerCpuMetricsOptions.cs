@@ -43,6 +43,13 @@ public sealed class PerCpuMetricsOptions
     /// </summary>
     public IList<string> Meters { get; set; } = [.. DefaultMeters];
 
+    /// <summary>
+    /// Classic bucket boundaries of the Meter API histograms whose instrument gives no advice
+    /// (<c>InstrumentAdvice.HistogramBucketBoundaries</c>): positive, finite, strictly increasing. Null (the default):
+    /// ASP.NET Core's duration boundaries for unit <c>s</c>, OpenTelemetry's defaults (5 to 10000) otherwise.
+    /// </summary>
+    public IList<double>? HistogramBoundaries { get; set; }
+
     /// <summary>The meters collected by default.</summary>
     public static IReadOnlyList<string> DefaultMeters { get; } =
     [

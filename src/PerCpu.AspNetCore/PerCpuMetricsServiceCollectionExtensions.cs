@@ -41,7 +41,8 @@ public static class PerCpuMetricsServiceCollectionExtensions
         services.TryAddSingleton(sp =>
         {
             PerCpuMetricsOptions o = sp.GetRequiredService<IOptions<PerCpuMetricsOptions>>().Value;
-            var listener = new PerCpuMeterListener(o.Meters, NeverListened, o.MaxSeriesPerMetric);
+            double[]? boundaries = o.HistogramBoundaries is null ? null : [.. o.HistogramBoundaries];
+            var listener = new PerCpuMeterListener(o.Meters, NeverListened, o.MaxSeriesPerMetric, (unit, advice) => MetricRegistry.LayoutFor(unit, advice ?? boundaries));
             sp.GetRequiredService<MetricRegistry>().AddProducer(listener);
             return listener;
         });

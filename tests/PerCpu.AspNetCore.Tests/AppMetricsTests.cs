@@ -106,6 +106,32 @@ public sealed class AppMetricsTests
     }
 
     [Fact]
+    public async Task HistogramBoundaries_FromAdviceElseFromTheOptions_InvalidOnesFailStartup()
+    {
+        string meterName = UniqueMeter();
+        await using (TestApp app = await TestApp.StartAsync(o =>
+        {
+            o.Meters.Add(meterName);
+            o.HistogramBoundaries = [1, 10, 100];
+        }))
+        {
+            Meter meter = app.App.Services.GetRequiredService<IMeterFactory>().Create(meterName);
+            meter.CreateHistogram<long>("queue.wait", "ms").Record(7);
+            meter.CreateHistogram<long>("batch.size", "{item}", null, null, new InstrumentAdvice<long> { HistogramBucketBoundaries = [2, 4] }).Record(3);
+            Scrape scrape = await app.ScrapeAsync();
+            Assert.Equal(["1", "10", "100", "+Inf"], scrape.Named("queue_wait_milliseconds_bucket").Select(s => s.Labels["le"]));
+            Assert.Equal([0.0, 1, 1, 1], scrape.Named("queue_wait_milliseconds_bucket").Select(s => s.Value));
+            Assert.Equal(["2", "4", "+Inf"], scrape.Named("batch_size_bucket").Select(s => s.Labels["le"]));
+        }
+
+        var e = await Assert.ThrowsAnyAsync<Exception>(async () =>
+        {
+            await using TestApp app = await TestApp.StartAsync(o => o.HistogramBoundaries = [10, 5]);
+        });
+        Assert.Contains("HistogramBoundaries[1] = 5", e.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task UnlistedMeters_AreNotCollected()
     {
         string listed = UniqueMeter(), unlisted = UniqueMeter();

@@ -212,9 +212,18 @@ public sealed class HistogramTests
         // deltas' extremes bound the true ones, within one bucket.
         deltaMin = Math.Min(deltaMin, last.Count > 0 ? last.Min : double.PositiveInfinity);
         deltaMax = Math.Max(deltaMax, last.Count > 0 ? last.Max : double.NegativeInfinity);
+        // (The underflow bucket's lower edge is 0; the overflow bucket has no upper edge, so its lower one stands in.)
         double bucket = Math.Pow(2, 1.0 / (1 << total.Scale));
-        Assert.InRange(deltaMin, total.Min / bucket, total.Min);
-        Assert.InRange(deltaMax, total.Max, total.Max * bucket);
+        double lowest = Math.ScaleB(1, total.MinExponent), highest = Math.ScaleB(1, total.MaxExponent);
+        Assert.InRange(deltaMin, total.Min <= lowest ? 0 : total.Min / bucket, total.Min);
+        if (total.Max > highest)
+        {
+            Assert.InRange(deltaMax, highest, total.Max);
+        }
+        else
+        {
+            Assert.InRange(deltaMax, total.Max, total.Max * bucket);
+        }
         Assert.Equal(0, h.CollectDelta().Count);
     }
 

@@ -58,6 +58,18 @@ internal sealed class PerCpuMetricsOptionsValidator : IValidateOptions<PerCpuMet
             failures.Add("PerCpuMetricsOptions.UnmatchedRoute is empty; give the http.route value for requests that match no endpoint (default \"unmatched\").");
         }
 
+        if (options.HistogramBoundaries is { } hb)
+        {
+            for (int i = 0; i < hb.Count; i++)
+            {
+                if (!double.IsFinite(hb[i]) || hb[i] <= 0 || (i > 0 && hb[i] <= hb[i - 1]))
+                {
+                    failures.Add($"PerCpuMetricsOptions.HistogramBoundaries[{i}] = {hb[i]}: give positive, finite, strictly increasing boundaries (or null for the defaults).");
+                    break;
+                }
+            }
+        }
+
         if (options.Meters is null)
         {
             failures.Add("PerCpuMetricsOptions.Meters is null; use Meters.Clear() to collect no Meter API instruments.");

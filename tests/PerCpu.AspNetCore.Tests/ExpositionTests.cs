@@ -148,10 +148,44 @@ public sealed class ExpositionTests
         ?? Environment.GetEnvironmentVariable("PATH")?.Split(':').Select(d => Path.Combine(d, "promtool")).FirstOrDefault(File.Exists);
 }
 
-/// <summary>How the scrape travels: gzip when asked, and a warning when another endpoint shares its path.</summary>
+/// <summary>How the scrape travels: the format by q-value, gzip when asked, and a warning when another endpoint shares its path.</summary>
 public sealed class ScrapeTransportTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Theory]
+    // What Prometheus 2.42 sends by default, and with --enable-feature=native-histograms (protobuf first: PerCpu does
+    // not write it, so OpenMetrics, the next preference).
+    [InlineData("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", true)]
+    [InlineData("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", true)]
+    [InlineData("application/openmetrics-text;q=0.5,text/plain;q=1", false)]
+    [InlineData("text/plain;q=0.2, application/openmetrics-text; version=1.0.0; q=0.9", true)]
+    [InlineData("application/openmetrics-text", true)]
+    [InlineData("application/openmetrics-text;version=2.0.0", false)]
+    [InlineData("application/openmetrics-text;q=0", false)]
+    [InlineData("text/plain", false)]
+    [InlineData("*/*", false)]
+    [InlineData("", false)]
+    [InlineData(null, false)]
+    [InlineData(";;;,,,=q=;application/openmetrics-text;q=abc", false)]
+    [InlineData("application/openmetrics-text;q=7", false)]
+    public void Accept_QValuesChooseTheFormat(string? accept, bool openMetrics) =>
+        Assert.Equal(openMetrics, PerCpu.AspNetCore.Internal.Exposition.WantsOpenMetrics(accept));
+
+    [Fact]
+    public async Task HostileAcceptHeaders_FallBackToText()
+    {
+        await using TestApp app = await TestApp.StartAsync();
+        foreach (string accept in new[] { string.Concat(Enumerable.Repeat("application/openmetrics-text,", 200)), "application/openmetrics-text;q=0.1,text/plain;q=0.9", "garbage/;;;q==,,,=;version=" })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/metrics");
+            request.Headers.TryAddWithoutValidation("Accept", accept);
+            using HttpResponseMessage response = await app.Client.SendAsync(request, Ct);
+            Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+            Assert.StartsWith("text/plain", response.Content.Headers.ContentType!.ToString(), StringComparison.Ordinal);
+            Scrape.Parse(await response.Content.ReadAsStringAsync(Ct));
+        }
+    }
 
     [Theory]
     [InlineData("gzip", true)]

@@ -21,9 +21,63 @@ internal static class Exposition
     public const string Rate = "percpu_http_server_request_rate";
     public const string RouteRate = "percpu_http_server_route_request_rate";
 
-    /// <summary>Whether the Accept header asks for OpenMetrics (as Prometheus does when it prefers it).</summary>
-    public static bool WantsOpenMetrics(string? accept) =>
-        accept is not null && accept.Contains("application/openmetrics-text", StringComparison.OrdinalIgnoreCase);
+    /// <summary>
+    /// Whether the Accept header prefers OpenMetrics to the 0.0.4 text format, by q-value (a tie goes to OpenMetrics, as
+    /// the more precise format). Only versions PerCpu writes count (OpenMetrics 1.0.0 or 0.0.1, text 0.0.4);
+    /// <c>*/*</c> and <c>text/*</c> count for text; media types PerCpu does not write (protobuf) are ignored. A missing,
+    /// malformed or oversized header gets text.
+    /// </summary>
+    public static bool WantsOpenMetrics(string? accept)
+    {
+        if (string.IsNullOrEmpty(accept) || accept.Length > 4096)
+        {
+            return false;
+        }
+
+        double openMetrics = 0, text = 0;
+        int ranges = 0;
+        foreach (string range in accept.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (++ranges > 64)
+            {
+                return false;
+            }
+
+            string[] fields = range.Split(';', StringSplitOptions.TrimEntries);
+            string media = fields[0];
+            double q = 1;
+            string? version = null;
+            foreach (string field in fields.AsSpan(1))
+            {
+                int eq = field.IndexOf('=', StringComparison.Ordinal);
+                if (eq <= 0)
+                {
+                    continue;
+                }
+
+                string name = field[..eq].Trim(), value = field[(eq + 1)..].Trim().Trim('"');
+                if (name.Equals("q", StringComparison.OrdinalIgnoreCase))
+                {
+                    q = double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double parsed) && parsed is >= 0 and <= 1 ? parsed : 0;
+                }
+                else if (name.Equals("version", StringComparison.OrdinalIgnoreCase))
+                {
+                    version = value;
+                }
+            }
+
+            if (media.Equals("application/openmetrics-text", StringComparison.OrdinalIgnoreCase) && version is null or "1.0.0" or "0.0.1")
+            {
+                openMetrics = Math.Max(openMetrics, q);
+            }
+            else if ((media.Equals("text/plain", StringComparison.OrdinalIgnoreCase) && version is null or "0.0.4") || media is "*/*" || media.Equals("text/*", StringComparison.OrdinalIgnoreCase))
+            {
+                text = Math.Max(text, q);
+            }
+        }
+
+        return openMetrics > 0 && openMetrics >= text;
+    }
 
     /// <summary>The scrape as UTF-8 into <paramref name="output"/>.</summary>
     public static void Write(IBufferWriter<byte> output, HttpMetricsStore store, MetricRegistry? registry, bool openMetrics)

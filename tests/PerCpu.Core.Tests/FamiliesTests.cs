@@ -290,6 +290,29 @@ public sealed class MeterListenerTests
     }
 
     [Fact]
+    public void HistogramAdvice_WithoutAValidLayout_FallsBackToTheDefaults_NeverThrows()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        using var listener = new PerCpuMeterListener([name]);
+        // The BCL itself refuses unordered advice; what it lets through that no layout can hold: a subnormal boundary.
+        Histogram<double> vastSeconds = meter.CreateHistogram("vast.seconds", "s", null, null, new InstrumentAdvice<double> { HistogramBucketBoundaries = [1e-320, 1] });
+        Histogram<double> vast = meter.CreateHistogram("vast", null, null, null, new InstrumentAdvice<double> { HistogramBucketBoundaries = [1e-300, 1e300] });
+        Histogram<double> signed = meter.CreateHistogram("signed", null, null, null, new InstrumentAdvice<double> { HistogramBucketBoundaries = [-1, 0, 0.5] });
+        vastSeconds.Record(0.3);
+        vast.Record(42);
+        signed.Record(0.25);
+        var w = new CollectingWriter();
+        listener.Collect(w);
+        Assert.Equal(HistogramLayout.AspNetCoreRequestDurationBoundaries, w.Histograms[("vast.seconds", "")].ExplicitBoundaries);
+        // A range of 2^2000 fits at a lower scale: the advice is kept, and a shard stays small.
+        Assert.Equal([1e-300, 1e300], w.Histograms[("vast", "")].ExplicitBoundaries);
+        Assert.Equal(0, w.Histograms[("vast", "")].Scale);
+        Assert.Equal([0.5], w.Histograms[("signed", "")].ExplicitBoundaries); // boundaries at or below zero are left out
+        Assert.Equal(1, w.Histograms[("vast", "")].Count);
+    }
+
+    [Fact]
     public void ObservableInstruments_AreReadAtCollection_SeriesNotReportedAreLeftOut()
     {
         string name = UniqueMeter();

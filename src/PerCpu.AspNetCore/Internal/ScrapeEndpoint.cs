@@ -13,7 +13,7 @@ namespace PerCpu.AspNetCore.Internal;
 /// scrape that shares it has written it; each response is written with Kestrel's back-pressure, so a slow scraper holds
 /// no more than its connection's output buffer beyond the shared copy.
 /// </summary>
-internal sealed partial class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.MetricRegistry registry)
+internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.MetricRegistry registry)
 {
     /// <summary>Metadata that marks PerCpu's own scrape endpoint.</summary>
     public static readonly object Marker = new PerCpuScrapeEndpointMetadata();
@@ -171,8 +171,15 @@ internal sealed partial class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Fami
         }
     }
 
-    [LoggerMessage(EventId = 10, Level = LogLevel.Warning, Message = "Another endpoint ('{Other}') is mapped at '{Pattern}', where PerCpu's scrape endpoint is: a scraper reaches only one of them. Map one at another path, e.g. app.MapPerCpuMetrics(\"/metrics\") and app.MapPrometheusScrapingEndpoint(\"/metrics/otel\").")]
-    private static partial void LogPathShared(ILogger logger, string pattern, string other);
+    // LoggerMessage.Define rather than the source generator: the generator writes every [LoggerMessage] class of the
+    // assembly into one file in the order the compiler sees the files, which differs between checkouts, and the
+    // packed assembly must be byte-identical wherever it is built (eng/package-check.sh).
+    private static readonly Action<ILogger, string, string, Exception?> s_pathShared = LoggerMessage.Define<string, string>(
+        LogLevel.Warning,
+        new EventId(10, "ScrapePathShared"),
+        "Another endpoint ('{Other}') is mapped at '{Pattern}', where PerCpu's scrape endpoint is: a scraper reaches only one of them. Map one at another path, e.g. app.MapPerCpuMetrics(\"/metrics\") and app.MapPrometheusScrapingEndpoint(\"/metrics/otel\").");
+
+    private static void LogPathShared(ILogger logger, string pattern, string other) => s_pathShared(logger, other, pattern, null);
 
     private sealed class PerCpuScrapeEndpointMetadata;
 

@@ -116,7 +116,8 @@ public sealed class MetricRegistry : IMetricsProducer
 
     /// <summary>
     /// The layout a histogram gets: exact classic buckets at <paramref name="boundaries"/>, base-2 exponential buckets at
-    /// scale 3 (4.3% quantile error) over a range that covers the boundaries with room to spare.
+    /// scale 3 (4.3% quantile error) over a range that covers the boundaries with room to spare (2^-20 to 2^40 at least);
+    /// a lower scale when the boundaries span so many powers of two that a shard would pass 1024 buckets.
     /// </summary>
     /// <param name="unit">The unit (<c>s</c> selects ASP.NET Core's duration boundaries by default).</param>
     /// <param name="boundaries">Explicit boundaries, or null. Boundaries at or below zero are left out.</param>
@@ -136,7 +137,14 @@ public sealed class MetricRegistry : IMetricsProducer
             max = Math.Max(max, Math.ILogB(b[^1]) + 2);
         }
 
-        return new HistogramLayout(3, min, max, b);
+        // Scale 3 (4.3% quantile error) unless the range is so wide that a shard would pass 1024 buckets (8 KB).
+        int scale = 3;
+        while (scale > 0 && ((long)(max - min) << scale) > 1024)
+        {
+            scale--;
+        }
+
+        return new HistogramLayout(scale, min, max, b);
     }
 
     private T GetOrAdd<T>(T family)

@@ -180,7 +180,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
                     ? new ObservableAggregator(descriptor, _maxSeries, this)
                     : type.Value switch
                     {
-                        MetricType.Histogram => new HistogramAggregator(descriptor, _maxSeries, this, _layouts(instrument.Unit, Advice(instrument))),
+                        MetricType.Histogram => new HistogramAggregator(descriptor, _maxSeries, this, LayoutOf(instrument)),
                         MetricType.Gauge => new GaugeAggregator(descriptor, _maxSeries, this),
                         _ when integer => new LongSumAggregator(descriptor, _maxSeries, this, monotonic: type == MetricType.Counter),
                         _ => new DoubleSumAggregator(descriptor, _maxSeries, this, monotonic: type == MetricType.Counter),
@@ -197,6 +197,29 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     {
         // The family keeps its totals (another instance of the meter may still write to it, and a cumulative total never
         // goes back); nothing to release.
+    }
+
+    /// <summary>
+    /// The layout for a histogram: from its advice when that makes a valid layout (increasing, within 2^±1000, not too
+    /// many buckets), else without the advice. Never throws into the code that created the instrument.
+    /// </summary>
+    private HistogramLayout LayoutOf(Instrument instrument)
+    {
+        try
+        {
+            return _layouts(instrument.Unit, Advice(instrument));
+        }
+        catch (ArgumentException)
+        {
+            try
+            {
+                return _layouts(instrument.Unit, null);
+            }
+            catch (ArgumentException)
+            {
+                return MetricRegistry.LayoutFor(null, null);
+            }
+        }
     }
 
     private static bool IsGeneric(Instrument instrument, Type open) =>

@@ -50,6 +50,14 @@ public sealed class PerCpuMetricsOptions
     /// </summary>
     public IList<double>? HistogramBoundaries { get; set; }
 
+    /// <summary>
+    /// The scale of the native histograms in the Prometheus protobuf scrape (what Prometheus asks for with
+    /// <c>--enable-feature=native-histograms</c>): 0 to 8 (Prometheus accepts no finer scale). Null (the default): each
+    /// histogram's own scale (<see cref="HistogramScale"/> for the request durations). A coarser scale than a histogram's
+    /// merges its buckets exactly (<see cref="HistogramSnapshot.Downscale"/>); a finer one is not possible and is ignored.
+    /// </summary>
+    public int? NativeHistogramScale { get; set; }
+
     /// <summary>The meters collected by default.</summary>
     public static IReadOnlyList<string> DefaultMeters { get; } =
     [

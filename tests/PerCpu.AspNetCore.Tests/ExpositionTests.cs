@@ -157,7 +157,7 @@ public sealed class ScrapeTransportTests
     // What Prometheus 2.42 sends by default, and with --enable-feature=native-histograms (protobuf first: PerCpu does
     // not write it, so OpenMetrics, the next preference).
     [InlineData("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", true)]
-    [InlineData("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", true)]
+    [InlineData("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.1,application/openmetrics-text;version=1.0.0;q=0.8,text/plain;version=0.0.4;q=0.5", true)]
     [InlineData("application/openmetrics-text;q=0.5,text/plain;q=1", false)]
     [InlineData("text/plain;q=0.2, application/openmetrics-text; version=1.0.0; q=0.9", true)]
     [InlineData("application/openmetrics-text", true)]
@@ -171,6 +171,102 @@ public sealed class ScrapeTransportTests
     [InlineData("application/openmetrics-text;q=7", false)]
     public void Accept_QValuesChooseTheFormat(string? accept, bool openMetrics) =>
         Assert.Equal(openMetrics, PerCpu.AspNetCore.Internal.Exposition.WantsOpenMetrics(accept));
+
+    [Theory]
+    [InlineData("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", "Protobuf")]
+    [InlineData("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text", "Text")]
+    [InlineData("application/vnd.google.protobuf;proto=other.Message;encoding=delimited,text/plain;q=0.5", "Text")]
+    [InlineData("application/openmetrics-text;version=1.0.0", "OpenMetrics")]
+    public void Accept_ProtobufOnlyForDelimitedMetricFamilies(string accept, string format) =>
+        Assert.Equal(format, PerCpu.AspNetCore.Internal.Exposition.Negotiate(accept).ToString());
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData(1)]
+    public async Task Protobuf_DecodedByAReferenceDecoder_MatchesTheSnapshotsBucketForBucket(int? nativeScale)
+    {
+        await using TestApp app = await TestApp.StartAsync(o => o.NativeHistogramScale = nativeScale);
+        await ExpositionTests.Traffic(app);
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/metrics");
+        request.Headers.TryAddWithoutValidation("Accept", "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8");
+        using HttpResponseMessage response = await app.Client.SendAsync(request, Ct);
+        Assert.StartsWith("application/vnd.google.protobuf", response.Content.Headers.ContentType!.ToString(), StringComparison.Ordinal);
+        byte[] body = await response.Content.ReadAsByteArrayAsync(Ct);
+        System.Text.Json.JsonElement families = DecodeProtobuf(body);
+
+        var store = app.App.Services.GetRequiredService<PerCpu.AspNetCore.Internal.HttpMetricsStore>();
+        var expected = store.RecordedSeries().Where(x => !x.IsOverflow).ToDictionary(
+            x => $"{x.Route} {x.Method} {x.Status}{(x.ErrorType is null ? "" : " " + x.ErrorType)}", x => x.Duration.Snapshot());
+        System.Text.Json.JsonElement duration = families.EnumerateArray().Single(f => f.GetProperty("name").GetString() == "http_server_request_duration_seconds");
+        Assert.Equal("HISTOGRAM", duration.GetProperty("type").GetString());
+        Assert.Equal("seconds", duration.GetProperty("unit").GetString());
+        int compared = 0, nativeBuckets = 0;
+        foreach (System.Text.Json.JsonElement metric in duration.GetProperty("metric").EnumerateArray())
+        {
+            var labels = metric.GetProperty("label").EnumerateArray().ToDictionary(l => l.GetProperty("name").GetString()!, l => l.GetProperty("value").GetString()!);
+            HistogramSnapshot snap = expected[$"{labels["http_route"]} {labels["http_request_method"]} {labels["http_response_status_code"]}{(labels.TryGetValue("error_type", out string? e) ? " " + e : "")}"];
+            if (nativeScale is int scale)
+            {
+                snap = snap.Downscale(scale); // what the option exposes: the same records in coarser buckets
+                Assert.Equal(scale, metric.GetProperty("histogram").GetProperty("schema").GetInt32());
+            }
+
+            System.Text.Json.JsonElement h = metric.GetProperty("histogram");
+            Assert.Equal(snap.Count, long.Parse(h.GetProperty("sampleCount").GetString()!, System.Globalization.CultureInfo.InvariantCulture));
+            Assert.Equal(snap.Sum, h.GetProperty("sampleSum").GetDouble());
+            Assert.Equal(snap.Scale, h.GetProperty("schema").GetInt32());
+            Assert.Equal(Math.ScaleB(1, snap.MinExponent), h.GetProperty("zeroThreshold").GetDouble());
+            Assert.Equal(snap.ZeroCount + snap.Underflow, long.Parse(h.GetProperty("zeroCount").GetString()!, System.Globalization.CultureInfo.InvariantCulture));
+
+            // Classic buckets: the snapshot's cumulative counts, then +Inf.
+            long[] classic = [.. h.GetProperty("bucket").EnumerateArray().Select(b => long.Parse(b.GetProperty("cumulativeCount").GetString()!, System.Globalization.CultureInfo.InvariantCulture))];
+            Assert.Equal([.. snap.CumulativeCounts, snap.Count], classic);
+
+            // Native buckets: rebuild absolute Prometheus indexes from the spans and deltas; each is PerCpu's index + 1.
+            var native = new Dictionary<int, long>();
+            int index = 0;
+            long count = 0;
+            int d = 0;
+            System.Text.Json.JsonElement[] deltas = [.. h.GetProperty("positiveDelta").EnumerateArray()];
+            bool firstSpan = true;
+            foreach (System.Text.Json.JsonElement span in h.GetProperty("positiveSpan").EnumerateArray())
+            {
+                index = firstSpan ? span.GetProperty("offset").GetInt32() : index + span.GetProperty("offset").GetInt32();
+                firstSpan = false;
+                for (int i = 0; i < span.GetProperty("length").GetInt32(); i++, index++)
+                {
+                    count += long.Parse(deltas[d++].GetString()!, System.Globalization.CultureInfo.InvariantCulture);
+                    if (count != 0)
+                    {
+                        native[index] = count;
+                    }
+                }
+            }
+
+            Assert.Equal(deltas.Length, d);
+            var reference = new Dictionary<int, long>();
+            for (int i = 0; i < snap.ExponentialCounts.Count; i++)
+            {
+                if (snap.ExponentialCounts[i] != 0)
+                {
+                    reference[snap.Offset + i + 1] = snap.ExponentialCounts[i];
+                }
+            }
+
+            Assert.Equal(reference.OrderBy(x => x.Key), native.OrderBy(x => x.Key));
+            Assert.Equal(snap.Count - snap.ZeroCount - snap.Underflow, native.Values.Sum()); // the overflow bucket included
+            nativeBuckets += native.Count;
+            compared++;
+        }
+
+        Assert.Equal(expected.Count, compared);
+        Assert.True(nativeBuckets > 0, "no native bucket held a request");
+        Assert.Contains(families.EnumerateArray(), f => f.GetProperty("name").GetString() == "percpu_series_overflow_records_total" && f.GetProperty("type").GetString() == "COUNTER");
+        Assert.Contains(families.EnumerateArray(), f => f.GetProperty("name").GetString() == "http_server_active_requests" && f.GetProperty("type").GetString() == "GAUGE");
+    }
+
+    private static System.Text.Json.JsonElement DecodeProtobuf(byte[] body) =>
+        OtlpReceiver.RunDecoder("prom-decode.js", "protobufjs", body, "protobufjs with Prometheus's metrics.proto field numbers");
 
     [Fact]
     public async Task HostileAcceptHeaders_FallBackToText()

@@ -86,13 +86,19 @@ internal sealed class OtlpReceiver : IAsyncDisposable
     }
 
     /// <summary>Decodes a request body with OpenTelemetry JS's generated OTLP definitions (tests/otlp-decoder).</summary>
-    public static JsonElement Decode(byte[] body)
+    public static JsonElement Decode(byte[] body) => RunDecoder("decode.js", Path.Combine("@opentelemetry", "otlp-transformer"), body, "the OpenTelemetry JS decoder");
+
+    /// <summary>
+    /// Runs one of the node decoders of tests/otlp-decoder on <paramref name="body"/> and parses the JSON it prints;
+    /// skips (or fails, where the tools are required) when its npm package is not installed.
+    /// </summary>
+    public static JsonElement RunDecoder(string script, string package, byte[] body, string what)
     {
-        string decoder = Path.Combine(RepositoryRoot(), "tests", "otlp-decoder", "decode.js");
-        if (!Directory.Exists(Path.Combine(Path.GetDirectoryName(decoder)!, "node_modules", "@opentelemetry", "otlp-transformer")))
+        string decoder = Path.Combine(RepositoryRoot(), "tests", "otlp-decoder", script);
+        if (!Directory.Exists(Path.Combine(Path.GetDirectoryName(decoder)!, "node_modules", package)))
         {
             Assert.True(Environment.GetEnvironmentVariable("PERCPU_REQUIRE_TOOLS") != "1", "tests/otlp-decoder has no node_modules: eng/test.sh runs npm ci there");
-            Assert.Skip("run `npm ci --prefix tests/otlp-decoder` (eng/test.sh does) to decode OTLP with OpenTelemetry JS");
+            Assert.Skip("run `npm ci --prefix tests/otlp-decoder` (eng/test.sh does) to decode with " + what);
         }
 
         string file = Path.GetTempFileName();
@@ -106,7 +112,7 @@ internal sealed class OtlpReceiver : IAsyncDisposable
             Task<string> stdout = node.StandardOutput.ReadToEndAsync();
             string stderr = node.StandardError.ReadToEnd();
             node.WaitForExit(30_000);
-            Assert.True(node.ExitCode == 0, "the OpenTelemetry JS decoder rejected the request: " + stderr);
+            Assert.True(node.ExitCode == 0, what + " rejected the input: " + stderr);
             return JsonDocument.Parse(stdout.Result).RootElement.Clone();
         }
         finally

@@ -27,26 +27,33 @@ internal static class Exposition
     /// <c>*/*</c> and <c>text/*</c> count for text; media types PerCpu does not write (protobuf) are ignored. A missing,
     /// malformed or oversized header gets text.
     /// </summary>
-    public static bool WantsOpenMetrics(string? accept)
+    public static bool WantsOpenMetrics(string? accept) => Negotiate(accept) == ScrapeFormat.OpenMetrics;
+
+    /// <summary>
+    /// The format the Accept header prefers by q-value: the Prometheus protobuf format (delimited MetricFamily messages,
+    /// with native histograms), OpenMetrics 1.0.0, or the 0.0.4 text format (also for a missing, malformed or
+    /// oversized header). Ties go to the more precise format: protobuf, then OpenMetrics.
+    /// </summary>
+    public static ScrapeFormat Negotiate(string? accept)
     {
         if (string.IsNullOrEmpty(accept) || accept.Length > 4096)
         {
-            return false;
+            return ScrapeFormat.Text;
         }
 
-        double openMetrics = 0, text = 0;
+        double protobuf = 0, openMetrics = 0, text = 0;
         int ranges = 0;
         foreach (string range in accept.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {
             if (++ranges > 64)
             {
-                return false;
+                return ScrapeFormat.Text;
             }
 
             string[] fields = range.Split(';', StringSplitOptions.TrimEntries);
             string media = fields[0];
             double q = 1;
-            string? version = null;
+            string? version = null, proto = null, encoding = null;
             foreach (string field in fields.AsSpan(1))
             {
                 int eq = field.IndexOf('=', StringComparison.Ordinal);
@@ -64,9 +71,22 @@ internal static class Exposition
                 {
                     version = value;
                 }
+                else if (name.Equals("proto", StringComparison.OrdinalIgnoreCase))
+                {
+                    proto = value;
+                }
+                else if (name.Equals("encoding", StringComparison.OrdinalIgnoreCase))
+                {
+                    encoding = value;
+                }
             }
 
-            if (media.Equals("application/openmetrics-text", StringComparison.OrdinalIgnoreCase) && version is null or "1.0.0" or "0.0.1")
+            if (media.Equals("application/vnd.google.protobuf", StringComparison.OrdinalIgnoreCase)
+                && proto == "io.prometheus.client.MetricFamily" && encoding == "delimited")
+            {
+                protobuf = Math.Max(protobuf, q);
+            }
+            else if (media.Equals("application/openmetrics-text", StringComparison.OrdinalIgnoreCase) && version is null or "1.0.0" or "0.0.1")
             {
                 openMetrics = Math.Max(openMetrics, q);
             }
@@ -76,7 +96,24 @@ internal static class Exposition
             }
         }
 
-        return openMetrics > 0 && openMetrics >= text;
+        return protobuf > 0 && protobuf >= openMetrics && protobuf >= text ? ScrapeFormat.Protobuf
+            : openMetrics > 0 && openMetrics >= text ? ScrapeFormat.OpenMetrics
+            : ScrapeFormat.Text;
+    }
+
+    /// <summary>The whole scrape in <paramref name="format"/> into <paramref name="output"/>.</summary>
+    public static void Write(IBufferWriter<byte> output, HttpMetricsStore store, MetricRegistry? registry, ScrapeFormat format)
+    {
+        if (format != ScrapeFormat.Protobuf)
+        {
+            Write(output, store, registry, format == ScrapeFormat.OpenMetrics);
+            return;
+        }
+
+        var writer = new PrometheusProtobufWriter(output, store.Options.NativeHistogramScale);
+        store.Producer.Collect(writer);
+        registry?.Collect(writer);
+        writer.Finish();
     }
 
     /// <summary>The scrape as UTF-8 into <paramref name="output"/>.</summary>
@@ -118,6 +155,14 @@ internal static class Exposition
     public static string Number(double value) => PrometheusTextWriter.FormatNumber(value);
 
     public static string Escape(string value) => PrometheusTextWriter.EscapeLabelValue(value);
+}
+
+/// <summary>The scrape formats PerCpu writes.</summary>
+internal enum ScrapeFormat
+{
+    Text,
+    OpenMetrics,
+    Protobuf,
 }
 
 /// <summary>

@@ -58,6 +58,11 @@ internal sealed class PerCpuMetricsOptionsValidator : IValidateOptions<PerCpuMet
             failures.Add("PerCpuMetricsOptions.UnmatchedRoute is empty; give the http.route value for requests that match no endpoint (default \"unmatched\").");
         }
 
+        if (options.NativeHistogramScale is < 0 or > HistogramLayout.MaxScale)
+        {
+            failures.Add($"PerCpuMetricsOptions.NativeHistogramScale is {options.NativeHistogramScale}; use 0 to {HistogramLayout.MaxScale} (Prometheus's native histograms allow no finer scale), or null for each histogram's own.");
+        }
+
         if (options.HistogramBoundaries is { } hb)
         {
             for (int i = 0; i < hb.Count; i++)

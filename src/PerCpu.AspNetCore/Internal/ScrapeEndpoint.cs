@@ -19,7 +19,7 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
     public static readonly object Marker = new PerCpuScrapeEndpointMetadata();
 
     private readonly Lock _lock = new();
-    private readonly Rendering?[] _inFlight = new Rendering?[2];
+    private readonly Rendering?[] _inFlight = new Rendering?[3];
     private long _renderings;
 
     /// <summary>Renderings made so far (scrapes that shared one are not counted twice).</summary>
@@ -28,8 +28,13 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
     public async Task HandleAsync(HttpContext context)
     {
         ActiveRequestMark.Release(context, store);
-        bool openMetrics = Exposition.WantsOpenMetrics(context.Request.Headers.Accept.ToString());
-        context.Response.ContentType = openMetrics ? Exposition.OpenMetricsContentType : Exposition.TextContentType;
+        ScrapeFormat format = Exposition.Negotiate(context.Request.Headers.Accept.ToString());
+        context.Response.ContentType = format switch
+        {
+            ScrapeFormat.Protobuf => PrometheusProtobufWriter.ContentType,
+            ScrapeFormat.OpenMetrics => Exposition.OpenMetricsContentType,
+            _ => Exposition.TextContentType,
+        };
         context.Response.Headers.CacheControl = "no-store";
 
         bool gzip = AcceptsGzip(context.Request.Headers.AcceptEncoding.ToString());
@@ -44,7 +49,7 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
             return; // probes: the headers of a scrape, without rendering one
         }
 
-        Rendering rendering = Join(openMetrics);
+        Rendering rendering = Join(format);
         try
         {
             Chunk[] chunks = await rendering.Output.ConfigureAwait(false);
@@ -108,12 +113,11 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
     }
 
     /// <summary>The rendering in progress for this format, or a new one; the caller holds a reference until it releases it.</summary>
-    private Rendering Join(bool openMetrics)
+    private Rendering Join(ScrapeFormat format)
     {
         lock (_lock)
         {
-            int format = openMetrics ? 1 : 0;
-            if (_inFlight[format] is { } current && current.TryAcquire())
+            if (_inFlight[(int)format] is { } current && current.TryAcquire())
             {
                 return current;
             }
@@ -125,21 +129,21 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
                 try
                 {
                     var output = new ChunkWriter();
-                    Exposition.Write(output, store, registry, openMetrics);
+                    Exposition.Write(output, store, registry, format);
                     return Array.ConvertAll(output.Complete(), c => new Chunk(c.Bytes, c.Length));
                 }
                 finally
                 {
                     lock (_lock)
                     {
-                        if (_inFlight[format] == rendering)
+                        if (_inFlight[(int)format] == rendering)
                         {
-                            _inFlight[format] = null; // later scrapes render afresh
+                            _inFlight[(int)format] = null; // later scrapes render afresh
                         }
                     }
                 }
             });
-            _inFlight[format] = rendering;
+            _inFlight[(int)format] = rendering;
             return rendering;
         }
     }

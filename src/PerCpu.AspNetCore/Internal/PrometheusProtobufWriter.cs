@@ -1,0 +1,245 @@
+using System.Buffers;
+using PerCpu.AspNetCore.Otlp;
+using PerCpu.Families;
+using PerCpu.Formats;
+
+namespace PerCpu.AspNetCore.Internal;
+
+/// <summary>
+/// Writes the Prometheus protobuf exposition (<see cref="ContentType"/>): length-delimited
+/// <c>io.prometheus.client.MetricFamily</c> messages, one per family, with the same names as the text formats.
+/// Histograms carry both the classic <c>le</c> buckets and the native histogram (schema = the layout's scale, zero
+/// threshold 2^MinExponent holding zeros and the underflow bucket, positive spans and bucket deltas), so classic and
+/// native queries both work. Field numbers are those of Prometheus's <c>io/prometheus/client/metrics.proto</c>
+/// (prometheus/client_model), written by hand with the OTLP encoder's protobuf writer.
+/// </summary>
+internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? nativeScale = null) : IMetricsWriter
+{
+    public const string ContentType = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+    // metrics.proto: MetricType
+    private const int Counter = 0;
+    private const int Gauge = 1;
+    private const int Histogram = 4;
+
+    private readonly HashSet<string> _written = new(StringComparer.Ordinal);
+    private MetricDescriptor? _descriptor;
+    private PrometheusNames? _names;
+    private List<Action<ProtobufWriter>> _metrics = [];
+    private long _invalid;
+
+    public void BeginFamily(MetricDescriptor descriptor)
+    {
+        Flush();
+        PrometheusNames names = PrometheusNaming.For(descriptor);
+        if (!_written.Add(names.Name))
+        {
+            _names = null;
+            return;
+        }
+
+        _descriptor = descriptor;
+        _names = names;
+    }
+
+    public void WritePoint(MetricLabels labels, double value)
+    {
+        if (_names is null)
+        {
+            return;
+        }
+
+        int type = TypeOf(_names);
+        _metrics.Add(m =>
+        {
+            Labels(m, labels);
+            m.Message(type == Counter ? 3 : 2, value, static (v, x) => v.Double(1, x)); // Counter/Gauge { double value = 1 }
+        });
+    }
+
+    public void WritePoint(MetricLabels labels, long value) => WritePoint(labels, (double)value);
+
+    public void WriteHistogram(MetricLabels labels, PerCpuHistogram histogram)
+    {
+        if (_names is null)
+        {
+            return;
+        }
+
+        HistogramSnapshot s = histogram.Snapshot();
+        _invalid += s.Invalid;
+        if (nativeScale is int scale && scale < s.Scale)
+        {
+            s = s.Downscale(scale); // classic buckets, count and sum are unchanged by it
+        }
+
+        _metrics.Add(m =>
+        {
+            Labels(m, labels);
+            m.Message(7, s, static (h, s) => Native(h, s));
+        });
+    }
+
+    public void AddInvalid(long count) => _invalid += count;
+
+    /// <summary>Writes the last family and PerCpu's invalid-values total.</summary>
+    public void Finish()
+    {
+        Flush();
+        if (_written.Add("percpu_invalid_values"))
+        {
+            long invalid = _invalid;
+            _names = null;
+            WriteFamily("percpu_invalid_values_total", "Invalid values counted and left out of the metrics.", Counter, null, [m => m.Message(3, (double)invalid, static (v, x) => v.Double(1, x))]);
+        }
+    }
+
+    /// <summary>
+    /// metrics.proto Histogram: sample_count 1, sample_sum 2, bucket 3 (cumulative_count 1, upper_bound 2), schema 5,
+    /// zero_threshold 6, zero_count 7, positive_span 12 (offset 1, length 2), positive_delta 13.
+    /// </summary>
+    internal static void Native(ProtobufWriter h, HistogramSnapshot s)
+    {
+        h.Varint(1, (ulong)s.Count);
+        h.Double(2, s.Sum);
+        for (int i = 0; i < s.ExplicitBoundaries.Count; i++)
+        {
+            h.Message(3, (Count: s.CumulativeCounts[i], Bound: s.ExplicitBoundaries[i]), static (b, x) =>
+            {
+                b.Varint(1, (ulong)x.Count);
+                b.Double(2, x.Bound);
+            });
+        }
+
+        h.Message(3, s.Count, static (b, count) =>
+        {
+            b.Varint(1, (ulong)count);
+            b.Double(2, double.PositiveInfinity);
+        });
+        h.SInt32(5, s.Scale);
+        h.Double(6, Math.ScaleB(1, s.MinExponent));
+        h.Varint(7, (ulong)(s.ZeroCount + s.Underflow));
+
+        // Prometheus's bucket i covers (base^(i-1), base^i]; OpenTelemetry's (and PerCpu's) index i covers (base^i,
+        // base^(i+1)]: so a Prometheus index is PerCpu's plus one. The overflow bucket goes just above the range.
+        long[] counts = [.. s.ExponentialCounts, s.Overflow];
+        int first = Array.FindIndex(counts, c => c != 0);
+        if (first < 0)
+        {
+            return;
+        }
+
+        // Spans of buckets; a gap of up to two empty buckets stays inside a span (as zero counts), a longer one starts a
+        // new span. Deltas run over every bucket inside the spans, in order.
+        var runs = new List<(int Start, int Length)>();
+        for (int i = first; i < counts.Length; i++)
+        {
+            if (counts[i] == 0)
+            {
+                continue;
+            }
+
+            if (runs.Count > 0 && i - (runs[^1].Start + runs[^1].Length) <= 2)
+            {
+                runs[^1] = (runs[^1].Start, i - runs[^1].Start + 1);
+            }
+            else
+            {
+                runs.Add((i, 1));
+            }
+        }
+
+        var spans = new List<(int Offset, int Length)>(runs.Count);
+        var deltas = new List<long>();
+        long previous = 0;
+        int end = 0;
+        foreach ((int start, int length) in runs)
+        {
+            spans.Add((spans.Count == 0 ? s.Offset + start + 1 : start - end, length));
+            end = start + length;
+            for (int i = start; i < end; i++)
+            {
+                deltas.Add(counts[i] - previous);
+                previous = counts[i];
+            }
+        }
+
+        foreach ((int offset, int length) in spans)
+        {
+            h.Message(12, (offset, length), static (span, x) =>
+            {
+                span.SInt32(1, x.offset);
+                span.Varint(2, (ulong)x.length);
+            });
+        }
+
+        foreach (long d in deltas)
+        {
+            h.Varint(13, (ulong)((d << 1) ^ (d >> 63))); // sint64, zigzag
+        }
+    }
+
+    private static int TypeOf(PrometheusNames names) => names.Type switch
+    {
+        "counter" => Counter,
+        "histogram" => Histogram,
+        _ => Gauge,
+    };
+
+    /// <summary>metrics.proto LabelPair: name 1, value 2; names sanitized as in the text formats.</summary>
+    private static void Labels(ProtobufWriter m, MetricLabels labels)
+    {
+        for (int i = 0; i < labels.Count; i++)
+        {
+            m.Message(1, (Name: PrometheusNaming.SanitizeLabel(labels.Names[i]), Value: labels.Values[i]), static (l, x) =>
+            {
+                l.String(1, x.Name);
+                l.String(2, x.Value);
+            });
+        }
+    }
+
+    private void Flush()
+    {
+        if (_names is not null && _descriptor is not null)
+        {
+            WriteFamily(_names.TextFamilyName, _descriptor.Description ?? _descriptor.Name, TypeOf(_names), _names.Unit, _metrics);
+        }
+
+        _names = null;
+        _descriptor = null;
+        _metrics = [];
+    }
+
+    /// <summary>metrics.proto MetricFamily: name 1, help 2, type 3, metric 4, unit 5; written length-delimited.</summary>
+    private void WriteFamily(string name, string help, int type, string? unit, List<Action<ProtobufWriter>> metrics)
+    {
+        var family = new ProtobufWriter();
+        family.String(1, name);
+        family.String(2, help);
+        family.Varint(3, (ulong)type);
+        foreach (Action<ProtobufWriter> metric in metrics)
+        {
+            family.Message(4, metric, static (m, write) => write(m));
+        }
+
+        if (unit is not null)
+        {
+            family.String(5, unit);
+        }
+
+        ReadOnlySpan<byte> bytes = family.WrittenSpan;
+        Span<byte> prefix = stackalloc byte[10];
+        int n = 0;
+        ulong length = (ulong)bytes.Length;
+        while (length >= 0x80)
+        {
+            prefix[n++] = (byte)(length | 0x80);
+            length >>= 7;
+        }
+
+        prefix[n++] = (byte)length;
+        output.Write(prefix[..n]);
+        output.Write(bytes);
+    }
+}

@@ -340,6 +340,22 @@ public sealed class MeterListenerTests
     }
 
     [Fact]
+    public void AnObservableCallbackThatThrows_LeavesTheOthersAndTheCollectionIntact()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        using var listener = new PerCpuMeterListener([name]);
+        Func<long> broken = () => throw new InvalidOperationException("a bug in the app's callback");
+        meter.CreateObservableGauge("broken", broken);
+        meter.CreateObservableGauge("fine", () => 3L);
+        var w = new CollectingWriter();
+        listener.Collect(w);
+        Assert.Equal(3, w.Points[("fine", "")]);
+        Assert.DoesNotContain(w.Points.Keys, k => k.Family == "broken");
+        Assert.Equal(1, listener.CallbackFailures);
+    }
+
+    [Fact]
     public void InstrumentsOfTwoMeterInstancesWithOneDefinition_ShareOneFamily()
     {
         string name = UniqueMeter();

@@ -9,6 +9,12 @@ namespace PerCpu.Families;
 /// further combinations get the overflow child, labelled <c>otel.metric.overflow="true"</c>, so no write is lost and
 /// memory stays bounded.
 /// </summary>
+/// <remarks>
+/// <b>Reads while writers run</b> (<see cref="Collect"/>): each child is read as its instrument reads
+/// (<see cref="PerCpuCounter.Sum"/>, <see cref="PerCpuHistogram.Snapshot"/>, ...): not one atomic snapshot of the family,
+/// exact at quiescence, and a monotonic counter never reads lower than before. A child created during a collect may
+/// or may not be in it.
+/// </remarks>
 public abstract class MetricFamily : IMetricsProducer
 {
     private protected MetricFamily(MetricDescriptor descriptor, int maxSeries)

@@ -3,7 +3,8 @@ namespace PerCpu.Families;
 /// <summary>
 /// The metric families of an application and the other producers (the Meter API listener, the HTTP metrics) whose
 /// points every writer walks: <c>/metrics</c> and the OTLP exporter write <see cref="Collect"/>'s output and nothing
-/// else. Thread-safe.
+/// else. Thread-safe: families are created and collected from any thread; a collect while writers run reads each
+/// family as <see cref="MetricFamily"/> says (exact at quiescence, never an atomic snapshot of everything).
 /// </summary>
 /// <remarks>
 /// Registering a family twice with the same definition returns the existing family, so two components can share one

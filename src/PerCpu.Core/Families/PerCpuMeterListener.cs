@@ -36,6 +36,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     private readonly List<Aggregator> _ordered = [];
     private readonly Lock _collectLock = new();
     private long _invalid;
+    private long _callbackFailures;
     private int _generation;
 
     /// <summary>Starts listening.</summary>
@@ -67,6 +68,9 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         _listener.SetMeasurementEventCallback<decimal>(static (i, v, t, s) => ((Aggregator)s!).RecordDouble((double)v, t));
         _listener.Start();
     }
+
+    /// <summary>Observable-instrument callbacks that threw during a collection (their series are left out of it).</summary>
+    public long CallbackFailures => Volatile.Read(ref _callbackFailures);
 
     /// <summary>Measurements counted as invalid and left out (NaN or infinite sums, negative adds to counters).</summary>
     public long InvalidMeasurements => Volatile.Read(ref _invalid);
@@ -121,7 +125,17 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         lock (_collectLock)
         {
             Volatile.Write(ref _generation, _generation + 1);
-            _listener.RecordObservableInstruments();
+            try
+            {
+                _listener.RecordObservableInstruments();
+            }
+            catch (AggregateException ex)
+            {
+                // An observable instrument's callback threw: the others were still read (the listener reports every
+                // failure together at the end); the scrape goes on without the failed ones.
+                Interlocked.Add(ref _callbackFailures, ex.InnerExceptions.Count);
+            }
+
             Aggregator[] all;
             lock (_lock)
             {

@@ -112,6 +112,27 @@ public sealed class MiddlewareTests
     }
 
     [Fact]
+    public void UsePerCpuMetrics_WithoutAddPerCpuMetrics_FailsWithTheFix()
+    {
+        Microsoft.AspNetCore.Builder.WebApplication app = Microsoft.AspNetCore.Builder.WebApplication.CreateSlimBuilder().Build();
+        InvalidOperationException ex = Assert.Throws<InvalidOperationException>(() => Microsoft.AspNetCore.Builder.PerCpuMetricsApplicationBuilderExtensions.UsePerCpuMetrics(app));
+        Assert.Contains("AddPerCpuMetrics()", ex.Message, StringComparison.Ordinal);
+    }
+}
+
+/// <summary>Tests that measure the process's heap: they run alone, since any test running beside them allocates too.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class HeapMeasurementCollection
+{
+    public const string Name = "Process-wide heap measurements";
+}
+
+[Collection(HeapMeasurementCollection.Name)]
+public sealed class CardinalityFloodTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
     public async Task CardinalityFlood_SeriesStayUnderCapPlusOne_MemoryFlat()
     {
         const int Cap = 50;
@@ -157,13 +178,5 @@ public sealed class MiddlewareTests
         Assert.True(after - before < 8 * 1024 * 1024, $"heap grew {after - before} bytes during the flood");
         Assert.DoesNotContain(scrape.Samples, s => s.Labels.Values.Any(v => v.Contains("/random/", StringComparison.Ordinal)));
         Assert.All(series.Where(s => s.Labels.ContainsKey("http_request_method")), s => Assert.Contains(s.Labels["http_request_method"], new[] { "GET", "POST", "PUT", "DELETE", "_OTHER" }));
-    }
-
-    [Fact]
-    public void UsePerCpuMetrics_WithoutAddPerCpuMetrics_FailsWithTheFix()
-    {
-        Microsoft.AspNetCore.Builder.WebApplication app = Microsoft.AspNetCore.Builder.WebApplication.CreateSlimBuilder().Build();
-        InvalidOperationException ex = Assert.Throws<InvalidOperationException>(() => Microsoft.AspNetCore.Builder.PerCpuMetricsApplicationBuilderExtensions.UsePerCpuMetrics(app));
-        Assert.Contains("AddPerCpuMetrics()", ex.Message, StringComparison.Ordinal);
     }
 }

@@ -88,31 +88,35 @@ public sealed class PrometheusTextWriter : IMetricsWriter
     /// <inheritdoc/>
     public void WritePoint(MetricLabels labels, double value)
     {
-        if (_family is null)
+        if (BeginSample(labels))
         {
-            return;
+            Write(value);
+            Write("\n"u8);
         }
-
-        Write(_family.Sample);
-        Labels(labels, null);
-        Write(" "u8);
-        Write(value);
-        Write("\n"u8);
     }
 
     /// <inheritdoc/>
     public void WritePoint(MetricLabels labels, long value)
     {
+        if (BeginSample(labels))
+        {
+            Write(value);
+            Write("\n"u8);
+        }
+    }
+
+    /// <summary><c>name{labels} </c> of a counter or gauge sample; false when the family is left out.</summary>
+    private bool BeginSample(MetricLabels labels)
+    {
         if (_family is null)
         {
-            return;
+            return false;
         }
 
         Write(_family.Sample);
         Labels(labels, null);
         Write(" "u8);
-        Write(value);
-        Write("\n"u8);
+        return true;
     }
 
     /// <inheritdoc/>

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
 using PerCpu;
 
 // A small service with PerCpu request metrics. `dotnet run --project samples/WebApi` serves it on
@@ -11,7 +12,8 @@ using PerCpu;
 // over OTLP through PerCpu's native exporter (real OTLP histograms; each metric once). The OpenTelemetry SDK prints the
 // PerCpu.AspNetCore meter to the console (Sample:ConsoleExport, every Sample:ConsoleExportIntervalSeconds);
 // Sample:OtlpExporter=sdk sends OTLP through the SDK's exporter instead (the duration histogram then travels as
-// .bucket/.count/.sum counters). The standard OTEL_* variables configure both exporters.
+// .bucket/.count/.sum counters). The standard OTEL_* variables configure both exporters. A request with a sampled W3C
+// traceparent is traced (parent-based sampling) and leaves an exemplar in its duration bucket.
 var builder = WebApplication.CreateBuilder(args);
 builder.Services.AddPerCpuMetrics(o => o.Meters.Add(Shop.MeterName));
 builder.Services.AddSingleton<Shop>();
@@ -40,6 +42,16 @@ builder.Services.AddOpenTelemetry()
         {
             metrics.AddMeter(Shop.MeterName, "System.Runtime");
             metrics.AddOtlpExporter();
+        }
+    })
+    .WithTracing(tracing =>
+    {
+        // Requests whose W3C traceparent says "sampled" get a recorded activity (others are not traced), so their
+        // durations leave exemplars (trace_id, span_id) in /metrics (OpenMetrics and protobuf) and in OTLP.
+        tracing.AddSource("Microsoft.AspNetCore").SetSampler(new ParentBasedSampler(new AlwaysOffSampler()));
+        if (otlp)
+        {
+            tracing.AddOtlpExporter();
         }
     });
 

@@ -58,6 +58,15 @@ public sealed class PerCpuMetricsOptions
     /// </summary>
     public int? NativeHistogramScale { get; set; }
 
+    /// <summary>
+    /// Whether a request that runs under a sampled <see cref="System.Diagnostics.Activity"/> (a W3C <c>traceparent</c> with
+    /// the sampled flag, or a tracing SDK's sampling decision) leaves an exemplar in its duration bucket: the latest per
+    /// bucket and CPU, exposed in OpenMetrics and protobuf scrapes and in OTLP. Default true; a request with no sampled
+    /// activity pays one check. Something must create the request activity: ASP.NET Core does when a tracer listens to
+    /// <c>Microsoft.AspNetCore</c> (OpenTelemetry tracing, for example).
+    /// </summary>
+    public bool Exemplars { get; set; } = true;
+
     /// <summary>The meters collected by default.</summary>
     public static IReadOnlyList<string> DefaultMeters { get; } =
     [

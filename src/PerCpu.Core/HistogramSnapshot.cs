@@ -19,6 +19,7 @@ public sealed class HistogramSnapshot
 {
     private readonly long[] _exponential;
     private readonly long[] _cumulative;
+    private HistogramExemplar[] _exemplars = [];
 
     private HistogramSnapshot(int scale, int minExponent, int maxExponent, double[] boundaries, long[] exponential, long[] cumulative, long zero, long underflow, long overflow, long invalid, double sum, double min, double max, bool isDelta)
     {
@@ -93,6 +94,18 @@ public sealed class HistogramSnapshot
         }
 
         return (double.IsNaN(low) ? Math.ScaleB(1, MaxExponent) : low, high);
+    }
+
+    /// <summary>
+    /// The exemplars read with the counts, at most one per classic bucket (the latest), in bucket order; for a delta,
+    /// those recorded since the previous collect. Empty when no record ran under a sampled activity.
+    /// </summary>
+    public IReadOnlyList<HistogramExemplar> Exemplars => _exemplars;
+
+    internal HistogramSnapshot WithExemplars(HistogramExemplar[] exemplars)
+    {
+        _exemplars = exemplars;
+        return this;
     }
 
     /// <summary>Buckets per power of two: 2^Scale.</summary>
@@ -228,7 +241,7 @@ public sealed class HistogramSnapshot
             coarse[i >> d] += _exponential[i]; // offset is a multiple of 2^d, so relative indexes nest too
         }
 
-        return new HistogramSnapshot(scale, MinExponent, MaxExponent, Boundaries, coarse, _cumulative, ZeroCount, Underflow, Overflow, Invalid, Sum, Min, Max, IsDelta);
+        return new HistogramSnapshot(scale, MinExponent, MaxExponent, Boundaries, coarse, _cumulative, ZeroCount, Underflow, Overflow, Invalid, Sum, Min, Max, IsDelta).WithExemplars(_exemplars);
     }
 
     /// <summary>
@@ -252,11 +265,14 @@ public sealed class HistogramSnapshot
         ShardMath.AddInto(cumulative, b._cumulative);
         return new HistogramSnapshot(scale, MinExponent, MaxExponent, Boundaries, exp, cumulative,
             a.ZeroCount + b.ZeroCount, a.Underflow + b.Underflow, a.Overflow + b.Overflow, a.Invalid + b.Invalid,
-            a.Sum + b.Sum, MinOf(a, b), MaxOf(a, b), IsDelta && other.IsDelta);
+            a.Sum + b.Sum, MinOf(a, b), MaxOf(a, b), IsDelta && other.IsDelta).WithExemplars(LatestPerBucket(a._exemplars, b._exemplars));
 
         static double MinOf(HistogramSnapshot a, HistogramSnapshot b) => a.Count == 0 ? b.Min : b.Count == 0 ? a.Min : Math.Min(a.Min, b.Min);
         static double MaxOf(HistogramSnapshot a, HistogramSnapshot b) => a.Count == 0 ? b.Max : b.Count == 0 ? a.Max : Math.Max(a.Max, b.Max);
     }
+
+    private static HistogramExemplar[] LatestPerBucket(HistogramExemplar[] a, HistogramExemplar[] b) =>
+        [.. a.Concat(b).GroupBy(e => e.BucketIndex).Select(g => g.MaxBy(e => e.TimestampUnixNanoseconds)).OrderBy(e => e.BucketIndex)];
 
     /// <summary>
     /// The exact count at or below each explicit boundary, straight from merged shard cells (no snapshot allocated);

@@ -6,7 +6,7 @@ using PerCpu.Internal;
 namespace PerCpu;
 
 /// <summary>
-/// A histogram whose <see cref="Record"/> touches only the current CPU's shard: one uncontended interlocked increment of
+/// A histogram whose <see cref="Record(double)"/> touches only the current CPU's shard: one uncontended interlocked increment of
 /// one bucket, one uncontended compare-and-swap of the shard's sum, and a compare-and-swap of min or max only when the
 /// value is a new extreme for that shard. Reads merge the shards.
 /// </summary>
@@ -15,7 +15,7 @@ namespace PerCpu;
 /// size: 2048 bytes at the defaults), allocated the first time a thread records from that slot. Layout of a shard: 128
 /// bytes of padding, eleven scalar cells (sum, tick sum, min, max, delta min, delta max, tick-sum carry, invalid, zero,
 /// underflow, overflow), the exponential buckets, one split cell per explicit boundary, 104 bytes of padding.</para>
-/// <para><b>Tick sums never wrap</b>: <see cref="RecordTicks"/> adds to a 64-bit tick cell, and each time a shard's cell
+/// <para><b>Tick sums never wrap</b>: <see cref="RecordTicks(long)"/> adds to a 64-bit tick cell, and each time a shard's cell
 /// reaches 2^48 ticks, 2^48 moves to a carry cell; reads combine both exactly (128-bit). Between the two interlocked
 /// operations of a carry (once per 2^48 ticks of summed duration per CPU) a concurrent read may see the sum 2^48 ticks
 /// low; at quiescence it is exact. Without the carry, 10,000 requests held open for 11 days would wrap it.</para>
@@ -33,6 +33,12 @@ namespace PerCpu;
 /// cumulative read, so no record is ever lost or counted twice; min and max come from separate per-shard delta cells that
 /// the collect resets with an atomic exchange (the cumulative min and max are never reset), so the delta's min/max cover the records since the previous collect (a record racing the collect may have its min/max
 /// reported in one delta and its bucket in the next).</para>
+/// <para><b>Exemplars</b> (the <see cref="Activity"/> and <see cref="ActivityContext"/> overloads): a record made under a
+/// sampled activity also stores, in its CPU's exemplar cells (created with the first exemplar), the value, the wall-clock
+/// time and the trace and span ids as the latest exemplar of its classic bucket: one uncontended compare-and-swap of a
+/// sequence number, plain stores, no lock, nothing allocated. Two threads storing into the same bucket of the same CPU at
+/// the same instant keep one of the two. A read (<see cref="ReadExemplars(Span{HistogramExemplar})"/>, <see cref="HistogramSnapshot.Exemplars"/>)
+/// returns, per bucket, the latest whole exemplar over all CPUs, never a mix of two records.</para>
 /// </remarks>
 public sealed class PerCpuHistogram
 {
@@ -45,6 +51,8 @@ public sealed class PerCpuHistogram
     private readonly ulong[] _splitMap;
     private readonly Lock _collectLock = new();
     private long[]? _lastCollected;
+    private long _lastCollectedUnixNanoseconds;
+    private long[]?[]? _exemplars; // per CPU slot, created with the first exemplar: most histograms never see one
 
     /// <summary>Creates a histogram with <see cref="HistogramLayout.Default"/> or the given layout.</summary>
     /// <param name="layout">The bucket layout; null for the default.</param>
@@ -115,8 +123,198 @@ public sealed class PerCpuHistogram
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void RecordElapsed(long startTimestamp) => RecordTicks(Stopwatch.GetTimestamp() - startTimestamp);
 
+    /// <summary>
+    /// Records <paramref name="value"/> and, when <paramref name="exemplar"/> is a sampled (recorded) activity, keeps it as
+    /// the latest exemplar of the value's classic bucket on this CPU. With no activity, or one not sampled, this costs one
+    /// check more than <see cref="Record(double)"/>.
+    /// </summary>
+    /// <param name="value">The value.</param>
+    /// <param name="exemplar">The current activity (usually <see cref="Activity.Current"/>), or null.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Record(double value, Activity? exemplar)
+    {
+        Record(value);
+        if (exemplar is not null && exemplar.Recorded)
+        {
+            StoreExemplar(value, exemplar.TraceId, exemplar.SpanId);
+        }
+    }
+
+    /// <summary>Records <paramref name="value"/> with an exemplar when <paramref name="exemplar"/> is sampled (its trace flags say recorded).</summary>
+    /// <param name="value">The value.</param>
+    /// <param name="exemplar">The trace context the value belongs to.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Record(double value, in ActivityContext exemplar)
+    {
+        Record(value);
+        if ((exemplar.TraceFlags & ActivityTraceFlags.Recorded) != 0)
+        {
+            StoreExemplar(value, exemplar.TraceId, exemplar.SpanId);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="RecordTicks(long)"/>, and when <paramref name="exemplar"/> is a sampled (recorded) activity, keeps it as the
+    /// latest exemplar of the interval's classic bucket on this CPU. With no activity, or one not sampled, this costs one
+    /// check more than <see cref="RecordTicks(long)"/>.
+    /// </summary>
+    /// <param name="ticks">Elapsed <see cref="Stopwatch"/> ticks.</param>
+    /// <param name="exemplar">The current activity (usually <see cref="Activity.Current"/>), or null.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void RecordTicks(long ticks, Activity? exemplar)
+    {
+        RecordTicks(ticks);
+        if (exemplar is not null && exemplar.Recorded)
+        {
+            StoreExemplar(ticks * Ticks.SecondsPerTick, exemplar.TraceId, exemplar.SpanId);
+        }
+    }
+
+    /// <summary>
+    /// The latest exemplar of each classic bucket over all CPUs (index = bucket: each of
+    /// <see cref="HistogramLayout.ExplicitBoundaries"/>, then <c>+Inf</c>); buckets without one are left default. Allocates
+    /// nothing. Each exemplar read is whole (never mixes two records); one stored while the read runs may be missed.
+    /// </summary>
+    /// <param name="perBucket">At least <c>ExplicitBoundaries.Count + 1</c> entries.</param>
+    /// <returns>How many buckets have an exemplar.</returns>
+    public int ReadExemplars(Span<HistogramExemplar> perBucket) => ReadExemplarsSince(perBucket, sinceUnixNanoseconds: 0);
+
+    private int ReadExemplarsSince(Span<HistogramExemplar> perBucket, long sinceUnixNanoseconds)
+    {
+        int n = _layout.Boundaries.Length + 1;
+        if (perBucket.Length < n)
+        {
+            throw new ArgumentException($"Needs room for {n} exemplars.", nameof(perBucket));
+        }
+
+        perBucket[..n].Clear();
+        long[]?[]? all = Volatile.Read(ref _exemplars);
+        if (all is null)
+        {
+            return 0;
+        }
+
+        int found = 0;
+        foreach (long[]? cells in all)
+        {
+            if (cells is null)
+            {
+                continue;
+            }
+
+            for (int b = 0; b < n; b++)
+            {
+                if (TryReadExemplar(cells, b, out HistogramExemplar e) && e.TimestampUnixNanoseconds > sinceUnixNanoseconds &&
+                    e.TimestampUnixNanoseconds > perBucket[b].TimestampUnixNanoseconds)
+                {
+                    found += perBucket[b].HasValue ? 0 : 1;
+                    perBucket[b] = e;
+                }
+            }
+        }
+
+        return found;
+    }
+
+    private HistogramExemplar[] ExemplarList(long sinceUnixNanoseconds)
+    {
+        if (Volatile.Read(ref _exemplars) is null)
+        {
+            return [];
+        }
+
+        var perBucket = new HistogramExemplar[_layout.Boundaries.Length + 1];
+        return ReadExemplarsSince(perBucket, sinceUnixNanoseconds) == 0 ? [] : [.. perBucket.Where(e => e.HasValue)];
+    }
+
+    // An exemplar's cells, one cache line: sequence (odd while written), value bits, Unix ns, trace id (2), span id.
+    private const int ExemplarStride = 8;
+    private const int ExemplarPadding = 16; // 128 bytes ahead of the first: no false sharing with the array's neighbour
+
+    [MethodImpl(MethodImplOptions.NoInlining)] // sampled requests only
+    private void StoreExemplar(double value, ActivityTraceId traceId, ActivitySpanId spanId)
+    {
+        if (!double.IsFinite(value) || !(value >= 0))
+        {
+            return; // an invalid value has no bucket, so no exemplar (it is counted in Invalid)
+        }
+
+        int slot = ProcessorId.GetCurrentSlot();
+        long[]?[] all = Volatile.Read(ref _exemplars) ?? CreateExemplarSlots();
+        long[] cells = Volatile.Read(ref all[slot]) ?? CreateExemplarCells(all, slot);
+        int at = ExemplarPadding + (ClassicBucket(value) * ExemplarStride);
+        ref long sequence = ref cells[at];
+        long seen = Volatile.Read(ref sequence);
+        if ((seen & 1) != 0 || Interlocked.CompareExchange(ref sequence, seen + 1, seen) != seen)
+        {
+            return; // another thread of this CPU slot is storing one into this bucket right now: it is just as recent
+        }
+
+        Span<byte> ids = stackalloc byte[24];
+        traceId.CopyTo(ids[..16]); // exact lengths: CopyTo fills the whole destination
+        spanId.CopyTo(ids[16..]);
+        cells[at + 1] = BitConverter.DoubleToInt64Bits(value);
+        cells[at + 2] = (DateTime.UtcNow.Ticks - DateTime.UnixEpoch.Ticks) * 100;
+        cells[at + 3] = MemoryMarshal.Read<long>(ids);
+        cells[at + 4] = MemoryMarshal.Read<long>(ids[8..]);
+        cells[at + 5] = MemoryMarshal.Read<long>(ids[16..]);
+        Volatile.Write(ref sequence, seen + 2); // release: the fields above are visible before the even sequence
+    }
+
+    private static bool TryReadExemplar(long[] cells, int bucket, out HistogramExemplar exemplar)
+    {
+        int at = ExemplarPadding + (bucket * ExemplarStride);
+        for (int attempt = 0; attempt < 8; attempt++)
+        {
+            long before = Volatile.Read(ref cells[at]);
+            if (before == 0)
+            {
+                break; // never written
+            }
+
+            if ((before & 1) == 0)
+            {
+                double value = BitConverter.Int64BitsToDouble(Volatile.Read(ref cells[at + 1]));
+                long time = Volatile.Read(ref cells[at + 2]);
+                long t0 = Volatile.Read(ref cells[at + 3]), t1 = Volatile.Read(ref cells[at + 4]), span = Volatile.Read(ref cells[at + 5]);
+                if (Volatile.Read(ref cells[at]) == before)
+                {
+                    exemplar = new HistogramExemplar(bucket, value, time, (ulong)t0, (ulong)t1, (ulong)span);
+                    return true;
+                }
+            }
+
+            Thread.SpinWait(1 << attempt);
+        }
+
+        exemplar = default;
+        return false;
+    }
+
+    /// <summary>The classic bucket of a valid value: the first explicit boundary at or above it, or <c>+Inf</c>.</summary>
+    private int ClassicBucket(double value)
+    {
+        int i = Array.BinarySearch(_layout.Boundaries, value);
+        return i >= 0 ? i : ~i;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private long[]?[] CreateExemplarSlots()
+    {
+        var fresh = new long[]?[_shards.Length];
+        return Interlocked.CompareExchange(ref _exemplars, fresh, null) ?? fresh;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private long[] CreateExemplarCells(long[]?[] all, int slot)
+    {
+        long[] fresh = new long[(2 * ExemplarPadding) + ((_layout.Boundaries.Length + 1) * ExemplarStride)];
+        return Interlocked.CompareExchange(ref all[slot], fresh, null) ?? fresh;
+    }
+
     /// <summary>Merges the shards into a cumulative snapshot. See the type's remarks for reads during concurrent writes.</summary>
-    public HistogramSnapshot Snapshot() => HistogramSnapshot.FromCells(_layout, ReadCells(vectorized: true), ReadMinMax(reset: false), delta: false);
+    public HistogramSnapshot Snapshot() =>
+        HistogramSnapshot.FromCells(_layout, ReadCells(vectorized: true), ReadMinMax(reset: false), delta: false).WithExemplars(ExemplarList(0));
 
     /// <summary>The records since the previous call (or since creation), for delta temporality. Loses no concurrent record.</summary>
     public HistogramSnapshot CollectDelta()
@@ -138,7 +336,10 @@ public sealed class PerCpuHistogram
             }
 
             _lastCollected = now;
-            return HistogramSnapshot.FromCells(_layout, delta, (min, max), delta: true);
+            // Exemplars recorded since the previous collect (by wall clock).
+            long since = _lastCollectedUnixNanoseconds;
+            _lastCollectedUnixNanoseconds = (DateTime.UtcNow.Ticks - DateTime.UnixEpoch.Ticks) * 100;
+            return HistogramSnapshot.FromCells(_layout, delta, (min, max), delta: true).WithExemplars(ExemplarList(since));
         }
     }
 

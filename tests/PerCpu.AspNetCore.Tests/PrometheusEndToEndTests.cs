@@ -17,7 +17,7 @@ public sealed class PrometheusEndToEndTests
     {
         CancellationToken ct = TestContext.Current.CancellationToken;
         await using SampleProcess sample = await SampleProcess.StartAsync(new Dictionary<string, string> { ["Sample__SlowMilliseconds"] = SlowMs.ToString(CultureInfo.InvariantCulture) });
-        await using PrometheusServer prometheusServer = await PrometheusServer.StartAsync(sample.Port, ct);
+        await using PrometheusServer prometheusServer = await PrometheusServer.StartAsync(sample.Port, ct, "--enable-feature=exemplar-storage");
         HttpClient api = prometheusServer.Api;
         System.Text.StringBuilder log = prometheusServer.Log;
 
@@ -73,6 +73,55 @@ public sealed class PrometheusEndToEndTests
         Assert.True(await Query(api, "count(kestrel_queued_connections)") >= 1);
         Assert.True(await Query(api, "count(http_server_active_requests)") >= 1);
         Assert.True(await Query(api, "histogram_quantile(0.5, sum(rate(http_server_request_duration_seconds_bucket[1m])) by (le))") > 0);
+
+        // Exemplars through the OpenMetrics scrape (what Prometheus asks for without native histograms): requests with a
+        // sampled traceparent leave them, on the classic _bucket series.
+        HashSet<string> traces = await SendTraced(client, "/items/7", 20, ct);
+        await Until(async () => (await Exemplars(api, "http_server_request_duration_seconds_bucket")).Count > 0, TimeSpan.FromSeconds(20), "Prometheus stored no exemplar from the OpenMetrics scrape", log);
+        List<(string Series, string TraceId, double Value)> exemplars = await Exemplars(api, "http_server_request_duration_seconds_bucket");
+        Assert.All(exemplars, e => Assert.Contains(e.TraceId, traces));
+        Assert.All(exemplars, e => Assert.InRange(e.Value, 0, 10));
+    }
+
+    /// <summary>Sends <paramref name="n"/> requests, each with its own sampled W3C traceparent; returns the trace ids.</summary>
+    private static async Task<HashSet<string>> SendTraced(HttpClient client, string path, int n, CancellationToken ct)
+    {
+        HashSet<string> traces = [];
+        for (int i = 0; i < n; i++)
+        {
+            string trace = ActivityTraceId.CreateRandom().ToHexString();
+            traces.Add(trace);
+            using var request = new HttpRequestMessage(HttpMethod.Get, path);
+            request.Headers.TryAddWithoutValidation("traceparent", $"00-{trace}-{ActivitySpanId.CreateRandom().ToHexString()}-01");
+            using HttpResponseMessage response = await client.SendAsync(request, ct);
+            response.EnsureSuccessStatusCode();
+        }
+
+        return traces;
+    }
+
+    /// <summary>/api/v1/query_exemplars over the last 10 minutes: (series, trace_id, value) of each exemplar.</summary>
+    private static async Task<List<(string Series, string TraceId, double Value)>> Exemplars(HttpClient api, string query)
+    {
+        long now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        string? body = await TryGet(api, $"/api/v1/query_exemplars?query={Uri.EscapeDataString(query)}&start={now - 600}&end={now + 60}");
+        var found = new List<(string, string, double)>();
+        if (body is null)
+        {
+            return found;
+        }
+
+        using JsonDocument doc = JsonDocument.Parse(body);
+        foreach (JsonElement series in doc.RootElement.GetProperty("data").EnumerateArray())
+        {
+            string name = series.GetProperty("seriesLabels").ToString();
+            foreach (JsonElement e in series.GetProperty("exemplars").EnumerateArray())
+            {
+                found.Add((name, e.GetProperty("labels").GetProperty("trace_id").GetString()!, double.Parse(e.GetProperty("value").GetString()!, CultureInfo.InvariantCulture)));
+            }
+        }
+
+        return found;
     }
 
     [Fact]
@@ -80,15 +129,21 @@ public sealed class PrometheusEndToEndTests
     {
         CancellationToken ct = TestContext.Current.CancellationToken;
         await using SampleProcess sample = await SampleProcess.StartAsync(new Dictionary<string, string> { ["Sample__SlowMilliseconds"] = "100" });
-        await using PrometheusServer prometheusServer = await PrometheusServer.StartAsync(sample.Port, ct, "--enable-feature=native-histograms");
+        await using PrometheusServer prometheusServer = await PrometheusServer.StartAsync(sample.Port, ct, "--enable-feature=native-histograms,exemplar-storage");
         HttpClient api = prometheusServer.Api;
         System.Text.StringBuilder log = prometheusServer.Log;
 
         using var client = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 16 }) { BaseAddress = sample.BaseAddress };
         const int Slow = 40, Fast = 160;
+        // Every request carries its own sampled W3C traceparent (the sample traces those), so each may leave an exemplar.
+        var traces = new System.Collections.Concurrent.ConcurrentDictionary<string, bool>();
         async Task Send(int slow, int fast) => await Parallel.ForAsync(0, slow + fast, new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (i, token) =>
         {
-            using HttpResponseMessage r = await client.GetAsync(i < slow ? "/slow?ms=100" : "/items/" + i, token);
+            string trace = ActivityTraceId.CreateRandom().ToHexString();
+            traces[trace] = i < slow;
+            using var request = new HttpRequestMessage(HttpMethod.Get, i < slow ? "/slow?ms=100" : "/items/" + i);
+            request.Headers.TryAddWithoutValidation("traceparent", $"00-{trace}-{ActivitySpanId.CreateRandom().ToHexString()}-01");
+            using HttpResponseMessage r = await client.SendAsync(request, token);
             r.EnsureSuccessStatusCode();
         });
 
@@ -109,6 +164,14 @@ public sealed class PrometheusEndToEndTests
         // true values, which lie between 100 ms and 100 ms plus scheduling delay on this machine.
         double p99 = await Query(api, "histogram_quantile(0.99, sum(http_server_request_duration_seconds{http_route=\"/slow\"}))");
         Assert.InRange(p99, 0.1 * (1 - 0.0433), 0.25);
+
+        // Exemplars from the protobuf scrape: Prometheus 2.42 keeps them on the native histogram series. Each names a
+        // trace that was sent, and an exemplar of /slow holds a value near 100 ms or more (Task.Delay may wake up to a
+        // millisecond early: 99.46 ms was seen).
+        await Until(async () => (await Exemplars(api, "http_server_request_duration_seconds{http_route=\"/slow\"}")).Count > 0, TimeSpan.FromSeconds(20), "Prometheus stored no exemplar from the protobuf scrape", log);
+        List<(string Series, string TraceId, double Value)> exemplars = await Exemplars(api, "http_server_request_duration_seconds");
+        Assert.All(exemplars, e => Assert.True(traces.ContainsKey(e.TraceId), $"exemplar trace {e.TraceId} was never sent"));
+        Assert.All(exemplars.Where(e => e.Series.Contains("/slow", StringComparison.Ordinal)), e => Assert.True(e.Value >= 0.09 && traces[e.TraceId], $"/slow exemplar {e.Value} of trace {e.TraceId}"));
     }
 
     /// <summary>Debian's Prometheus server scraping the sample every second, on a free port, with its own data folder.</summary>

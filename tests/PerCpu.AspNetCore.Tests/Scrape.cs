@@ -55,7 +55,7 @@ internal sealed partial class Scrape
                 "-Inf" => double.NegativeInfinity,
                 _ => double.Parse(raw, NumberStyles.Float, CultureInfo.InvariantCulture),
             };
-            samples.Add(new Sample(m.Groups["name"].Value, labels, value));
+            samples.Add(new Sample(m.Groups["name"].Value, labels, value, m.Groups["exemplar"].Success ? m.Groups["exemplar"].Value : null));
         }
 
         return new Scrape(samples, comments, text);
@@ -69,11 +69,12 @@ internal sealed partial class Scrape
             s => s.Labels.TryGetValue("otel_metric_overflow", out _) ? "overflow" : $"{s.Labels["http_route"]} {s.Labels["http_request_method"]} {s.Labels["http_response_status_code"]}{(s.Labels.TryGetValue("error_type", out string? e) ? " " + e : "")}",
             s => s.Value);
 
-    [GeneratedRegex("""^(?<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?<labels>(?:[^"}]|"(?:[^"\\]|\\.)*")*)\})? (?<value>\S+)$""")]
+    [GeneratedRegex("""^(?<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?<labels>(?:[^"}]|"(?:[^"\\]|\\.)*")*)\})? (?<value>\S+)(?: # (?<exemplar>\{.*))?$""")]
     private static partial Regex SampleLine();
 
     [GeneratedRegex("""([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?""")]
     private static partial Regex LabelPair();
 
-    public sealed record Sample(string Name, Dictionary<string, string> Labels, double Value);
+    /// <summary>A sample line; <paramref name="Exemplar"/> is the OpenMetrics exemplar after <c> # </c>, if any.</summary>
+    public sealed record Sample(string Name, Dictionary<string, string> Labels, double Value, string? Exemplar = null);
 }

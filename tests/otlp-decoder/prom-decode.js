@@ -11,7 +11,9 @@ const root = protobuf.Root.fromJSON({
     LabelPair: { fields: { name: { type: 'string', id: 1 }, value: { type: 'string', id: 2 } } },
     Gauge: { fields: { value: { type: 'double', id: 1 } } },
     Counter: { fields: { value: { type: 'double', id: 1 } } },
-    Bucket: { fields: { cumulativeCount: { type: 'uint64', id: 1 }, upperBound: { type: 'double', id: 2 } } },
+    Timestamp: { fields: { seconds: { type: 'int64', id: 1 }, nanos: { type: 'int32', id: 2 } } },
+    Exemplar: { fields: { label: { rule: 'repeated', type: 'LabelPair', id: 1 }, value: { type: 'double', id: 2 }, timestamp: { type: 'Timestamp', id: 3 } } },
+    Bucket: { fields: { cumulativeCount: { type: 'uint64', id: 1 }, upperBound: { type: 'double', id: 2 }, exemplar: { type: 'Exemplar', id: 3 } } },
     BucketSpan: { fields: { offset: { type: 'sint32', id: 1 }, length: { type: 'uint32', id: 2 } } },
     Histogram: {
       fields: {

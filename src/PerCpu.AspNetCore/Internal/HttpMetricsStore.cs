@@ -31,6 +31,7 @@ internal sealed class HttpMetricsStore
         Options = o;
         Layout = new HistogramLayout(o.HistogramScale, o.HistogramMinExponent, o.HistogramMaxExponent, o.DurationBoundaries);
         _maxSeries = o.MaxSeriesPerMetric;
+        Exemplars = o.Exemplars;
         _errorNames[0] = null;
         OverflowSeries = new RequestSeries(0, "", 0, Labels.StatusOther, 0, 0, null, isOverflow: true, Layout);
         Unmatched = new EndpointMetrics(o.UnmatchedRoute, excluded: false, this);
@@ -51,6 +52,9 @@ internal sealed class HttpMetricsStore
     public HttpMetricsProducer Producer { get; }
 
     public PerCpuMetricsOptions Options { get; }
+
+    /// <summary>Whether requests under a sampled activity leave exemplars (<see cref="PerCpuMetricsOptions.Exemplars"/>).</summary>
+    public bool Exemplars { get; }
 
     public HistogramLayout Layout { get; }
 

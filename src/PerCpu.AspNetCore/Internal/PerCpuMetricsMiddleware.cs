@@ -196,7 +196,15 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
             store.CountOverflow();
         }
 
-        series.Duration.RecordTicks(elapsed);
+        if (store.Exemplars)
+        {
+            series.Duration.RecordTicks(elapsed, Activity.Current); // an exemplar when the request's activity is sampled
+        }
+        else
+        {
+            series.Duration.RecordTicks(elapsed);
+        }
+
         endpoint.Requests.Increment();
     }
 

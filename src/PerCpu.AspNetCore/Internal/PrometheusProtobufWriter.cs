@@ -11,7 +11,8 @@ namespace PerCpu.AspNetCore.Internal;
 /// Histograms carry both the classic <c>le</c> buckets and the native histogram (schema = the layout's scale, zero
 /// threshold 2^MinExponent holding zeros and the underflow bucket, positive spans and bucket deltas), so classic and
 /// native queries both work. Field numbers are those of Prometheus's <c>io/prometheus/client/metrics.proto</c>
-/// (prometheus/client_model), written by hand with the OTLP encoder's protobuf writer.
+/// (prometheus/client_model), written by hand with the OTLP encoder's protobuf writer. Each classic bucket carries its
+/// latest exemplar (Bucket.exemplar), with the trace and span ids as in OpenMetrics.
 /// </summary>
 internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? nativeScale = null) : IMetricsWriter
 {
@@ -102,20 +103,26 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
     {
         h.Varint(1, (ulong)s.Count);
         h.Double(2, s.Sum);
-        for (int i = 0; i < s.ExplicitBoundaries.Count; i++)
+        var exemplars = new HistogramExemplar[s.ExplicitBoundaries.Count + 1];
+        foreach (HistogramExemplar e in s.Exemplars)
         {
-            h.Message(3, (Count: s.CumulativeCounts[i], Bound: s.ExplicitBoundaries[i]), static (b, x) =>
+            exemplars[e.BucketIndex] = e;
+        }
+
+        for (int i = 0; i <= s.ExplicitBoundaries.Count; i++)
+        {
+            bool inf = i == s.ExplicitBoundaries.Count;
+            h.Message(3, (Count: inf ? s.Count : s.CumulativeCounts[i], Bound: inf ? double.PositiveInfinity : s.ExplicitBoundaries[i], Exemplar: exemplars[i]), static (b, x) =>
             {
                 b.Varint(1, (ulong)x.Count);
                 b.Double(2, x.Bound);
+                if (x.Exemplar.HasValue)
+                {
+                    b.Message(3, x.Exemplar, static (m, e) => Exemplar(m, e));
+                }
             });
         }
 
-        h.Message(3, s.Count, static (b, count) =>
-        {
-            b.Varint(1, (ulong)count);
-            b.Double(2, double.PositiveInfinity);
-        });
         h.SInt32(5, s.Scale);
         h.Double(6, Math.ScaleB(1, s.MinExponent));
         h.Varint(7, (ulong)(s.ZeroCount + s.Underflow));
@@ -177,6 +184,35 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
         {
             h.Varint(13, (ulong)((d << 1) ^ (d >> 63))); // sint64, zigzag
         }
+    }
+
+    /// <summary>
+    /// metrics.proto Exemplar: label 1 (trace_id and span_id as lowercase hex, as in OpenMetrics), value 2, timestamp 3
+    /// (google.protobuf.Timestamp: seconds 1, nanos 2).
+    /// </summary>
+    private static void Exemplar(ProtobufWriter m, HistogramExemplar e)
+    {
+        Span<byte> id = stackalloc byte[16];
+        e.CopyTraceId(id);
+        string traceId = Convert.ToHexStringLower(id);
+        e.CopySpanId(id);
+        string spanId = Convert.ToHexStringLower(id[..8]);
+        m.Message(1, traceId, static (l, v) =>
+        {
+            l.String(1, "trace_id");
+            l.String(2, v);
+        });
+        m.Message(1, spanId, static (l, v) =>
+        {
+            l.String(1, "span_id");
+            l.String(2, v);
+        });
+        m.Double(2, e.Value);
+        m.Message(3, e.TimestampUnixNanoseconds, static (t, ns) =>
+        {
+            t.Varint(1, (ulong)(ns / 1_000_000_000));
+            t.Varint(2, (ulong)(ns % 1_000_000_000));
+        });
     }
 
     private static int TypeOf(PrometheusNames names) => names.Type switch

@@ -200,6 +200,7 @@ internal static class OtlpMetricsEncoder
         counts[n] = snap.Count - previous;
         p.PackedFixed64(6, counts);
         p.PackedDouble(7, [.. snap.ExplicitBoundaries]);
+        Exemplars(p, 8, snap);
         if (snap.Count > 0)
         {
             p.Double(11, snap.Min);
@@ -233,6 +234,7 @@ internal static class OtlpMetricsEncoder
             });
         }
 
+        Exemplars(p, 11, snap);
         if (snap.Count > 0)
         {
             p.Double(12, snap.Min);
@@ -240,6 +242,24 @@ internal static class OtlpMetricsEncoder
         }
 
         p.Double(14, Math.ScaleB(1, snap.MinExponent));
+    }
+
+    /// <summary>OTLP Exemplar: time_unix_nano 2 (fixed64), as_double 3, span_id 4 (8 bytes), trace_id 5 (16 bytes).</summary>
+    private static void Exemplars(ProtobufWriter p, int field, HistogramSnapshot snap)
+    {
+        foreach (HistogramExemplar exemplar in snap.Exemplars)
+        {
+            p.Message(field, exemplar, static (x, e) =>
+            {
+                Span<byte> id = stackalloc byte[16];
+                x.Fixed64(2, (ulong)e.TimestampUnixNanoseconds);
+                x.Double(3, e.Value);
+                e.CopySpanId(id);
+                x.Bytes(4, id[..8]);
+                e.CopyTraceId(id);
+                x.Bytes(5, id);
+            });
+        }
     }
 
     private static void KeyValue(ProtobufWriter kv, (string Key, object Value) x)

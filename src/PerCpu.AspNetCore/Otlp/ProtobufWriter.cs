@@ -42,6 +42,14 @@ internal sealed class ProtobufWriter
         _buffer.Advance(length);
     }
 
+    public void Bytes(int field, ReadOnlySpan<byte> value)
+    {
+        Tag(field, 2);
+        RawVarint((ulong)value.Length);
+        value.CopyTo(_buffer.GetSpan(value.Length));
+        _buffer.Advance(value.Length);
+    }
+
     public void PackedFixed64(int field, ReadOnlySpan<long> values)
     {
         Tag(field, 2);
@@ -81,14 +89,6 @@ internal sealed class ProtobufWriter
         var inner = new ProtobufWriter();
         body(inner, state);
         Bytes(field, inner.WrittenSpan);
-    }
-
-    private void Bytes(int field, ReadOnlySpan<byte> bytes)
-    {
-        Tag(field, 2);
-        RawVarint((ulong)bytes.Length);
-        bytes.CopyTo(_buffer.GetSpan(bytes.Length));
-        _buffer.Advance(bytes.Length);
     }
 
     private void Tag(int field, int wireType) => RawVarint((ulong)((field << 3) | wireType));

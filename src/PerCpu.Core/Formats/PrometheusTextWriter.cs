@@ -18,6 +18,9 @@ namespace PerCpu.Formats;
 /// Label sets are encoded once per series and kept (on <see cref="MetricLabels"/>); family names and the <c>le</c>
 /// suffixes once per family and layout. Histograms are read with <see cref="PerCpuHistogram.ReadExplicitBuckets"/>
 /// into a reused buffer. So a scrape allocates per family and per layout, not per series, besides the output.
+/// In OpenMetrics, a histogram's <c>_bucket</c> lines carry the bucket's latest exemplar
+/// (<see cref="PerCpuHistogram.ReadExemplars"/>): <c># {trace_id="…",span_id="…"} value timestamp</c>. The 0.0.4 text
+/// format has no exemplars.
 /// </remarks>
 public sealed class PrometheusTextWriter : IMetricsWriter
 {
@@ -35,6 +38,7 @@ public sealed class PrometheusTextWriter : IMetricsWriter
     private readonly Dictionary<HistogramLayout, byte[][]> _le = [];
     private FamilyBytes? _family;
     private long[] _cumulative = new long[16];
+    private HistogramExemplar[] _exemplars = [];
     private long _invalid;
     private long _conflicts;
 
@@ -143,12 +147,23 @@ public sealed class PrometheusTextWriter : IMetricsWriter
 
         long count = histogram.ReadExplicitBuckets(_cumulative, out double sum, out long invalid);
         _invalid += invalid;
+        bool exemplars = false;
+        if (_openMetrics)
+        {
+            if (_exemplars.Length < n + 1)
+            {
+                _exemplars = new HistogramExemplar[n + 1];
+            }
+
+            exemplars = histogram.ReadExemplars(_exemplars) > 0;
+        }
+
         byte[] labelBytes = LabelBytes(labels);
         byte[] bucket = _family.Bucket;
         for (int i = 0; i <= n; i++)
         {
             // One line, one span: name_bucket{labels,le="x"} count
-            Span<byte> line = _out.GetSpan(bucket.Length + labelBytes.Length + le[i].Length + 24);
+            Span<byte> line = _out.GetSpan(bucket.Length + labelBytes.Length + le[i].Length + 24 + (exemplars ? ExemplarMaxBytes : 0));
             bucket.CopyTo(line);
             int at = bucket.Length;
             if (labelBytes.Length > 0)
@@ -163,6 +178,11 @@ public sealed class PrometheusTextWriter : IMetricsWriter
             line[at++] = (byte)' ';
             Utf8Formatter.TryFormat(i < n ? _cumulative[i] : count, line[at..], out int digits);
             at += digits;
+            if (exemplars && _exemplars[i].HasValue)
+            {
+                at += WriteExemplar(line[at..], _exemplars[i]);
+            }
+
             line[at++] = (byte)'\n';
             _out.Advance(at);
         }
@@ -177,6 +197,54 @@ public sealed class PrometheusTextWriter : IMetricsWriter
         Write(" "u8);
         Write(count);
         Write("\n"u8);
+    }
+
+    /// <summary>
+    /// The longest exemplar suffix: <c> # {trace_id="32 hex",span_id="16 hex"} value seconds.millis</c>. Its label set
+    /// (names and values, 63 characters) is well inside OpenMetrics' limit of 128; the values are lowercase hex, so there
+    /// is nothing to escape.
+    /// </summary>
+    internal const int ExemplarMaxBytes = 160;
+
+    /// <summary>The characters of an exemplar's label names and values, which OpenMetrics limits to 128.</summary>
+    internal const int ExemplarLabelCharacters = 8 + 32 + 7 + 16;
+
+    /// <summary>Writes <c> # {trace_id="…",span_id="…"} value timestamp</c> (OpenMetrics exemplar) and returns its length.</summary>
+    internal static int WriteExemplar(Span<byte> line, in HistogramExemplar exemplar)
+    {
+        Span<byte> id = stackalloc byte[16];
+        int at = 0;
+        ReadOnlySpan<byte> open = " # {trace_id=\""u8, middle = "\",span_id=\""u8;
+        open.CopyTo(line);
+        at += open.Length;
+        exemplar.CopyTraceId(id);
+        at += Hex(id, line[at..]);
+        middle.CopyTo(line[at..]);
+        at += middle.Length;
+        exemplar.CopySpanId(id);
+        at += Hex(id[..8], line[at..]);
+        "\"} "u8.CopyTo(line[at..]);
+        at += 3;
+        exemplar.Value.TryFormat(line[at..], out int written, "R", CultureInfo.InvariantCulture);
+        at += written;
+        line[at++] = (byte)' ';
+        long millis = exemplar.TimestampUnixNanoseconds / 1_000_000;
+        Utf8Formatter.TryFormat(millis / 1000, line[at..], out written);
+        at += written;
+        line[at++] = (byte)'.';
+        Utf8Formatter.TryFormat(millis % 1000, line[at..], out written, new StandardFormat('D', 3));
+        return at + written;
+
+        static int Hex(ReadOnlySpan<byte> bytes, Span<byte> into)
+        {
+            for (int i = 0; i < bytes.Length; i++)
+            {
+                into[2 * i] = (byte)"0123456789abcdef"[bytes[i] >> 4];
+                into[(2 * i) + 1] = (byte)"0123456789abcdef"[bytes[i] & 0xF];
+            }
+
+            return 2 * bytes.Length;
+        }
     }
 
     /// <inheritdoc/>

@@ -8,7 +8,9 @@ namespace PerCpu;
 /// </summary>
 /// <remarks>
 /// <para><b>Writes</b> (<see cref="Increment"/>, <see cref="Add"/>): lock-free, allocation-free after a CPU's first
-/// write, one uncontended interlocked add on the current CPU's padded cell. Safe from any number of threads.</para>
+/// write. On the rseq write path (<see cref="ProcessorId.WritePath"/>) one restartable section with a plain
+/// <c>xadd</c>, no <c>lock</c> prefix; otherwise one uncontended interlocked add on the current CPU's padded cell. Safe
+/// from any number of threads.</para>
 /// <para><b>Reads</b> (<see cref="Sum"/>): not an atomic snapshot of all shards. While writers run, a read returns a
 /// value between the total of writes completed before the read began and the total of writes started before it
 /// ended. Reads of one counter made one after another never decrease. At quiescence (no write in flight) a read is
@@ -16,8 +18,10 @@ namespace PerCpu;
 /// <para><b>Deltas</b> (<see cref="Collect"/>): returns the increase since the previous collect. Collects are
 /// serialized with each other, never with writers, and lose nothing: the sum of all collected deltas plus the
 /// increase after the last collect equals the total added.</para>
-/// <para><b>Memory</b>: <c>24 + 8 × SlotCount</c> bytes for the shard array, plus 144 bytes for each CPU slot that has
-/// written (at most <see cref="ProcessorId.SlotCount"/>, the processor count rounded up to a power of two), plus
+/// <para><b>Memory</b>: <c>24 + 8 × (SlotCount + 1)</c> bytes for the shard array (the extra slot is the shared cell of
+/// threads that cannot take an rseq section), plus 144 bytes for each slot that has written (at most
+/// <see cref="ProcessorId.SlotCount"/> + 1; <see cref="ProcessorId.SlotCount"/> is the processor count rounded up to a
+/// power of two), plus
 /// this object (about 48 bytes). On a 64-CPU server with every CPU writing: about 9.8 KiB.</para>
 /// <para>The total wraps silently beyond <see cref="long.MaxValue"/>, as an <see cref="Interlocked.Add(ref long, long)"/> would.</para>
 /// </remarks>

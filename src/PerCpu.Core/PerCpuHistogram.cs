@@ -6,9 +6,11 @@ using PerCpu.Internal;
 namespace PerCpu;
 
 /// <summary>
-/// A histogram whose <see cref="Record(double)"/> touches only the current CPU's shard: one uncontended interlocked increment of
-/// one bucket, one uncontended compare-and-swap of the shard's sum, and a compare-and-swap of min or max only when the
-/// value is a new extreme for that shard. Reads merge the shards.
+/// A histogram whose <see cref="Record(double)"/> touches only the current CPU's shard. On the rseq write path
+/// (<see cref="ProcessorId.WritePath"/>): one restartable section for the bucket and one for the sum, no <c>lock</c>
+/// prefix. Otherwise: one uncontended interlocked increment of one bucket and one uncontended compare-and-swap of the
+/// shard's sum. Either way a compare-and-swap of min or max only when the value is a new extreme for that shard. Reads
+/// merge the shards.
 /// </summary>
 /// <remarks>
 /// <para><b>Shards</b>: one padded <c>long[]</c> per CPU slot (see <see cref="HistogramLayout"/> for the cells and the exact
@@ -60,7 +62,7 @@ public sealed class PerCpuHistogram
     {
         _layout = layout ?? HistogramLayout.Default;
         _tables = _layout.Tables;
-        _shards = new long[]?[ProcessorId.SlotCount];
+        _shards = new long[]?[ProcessorId.SlotCount + 1]; // plus the shared shard of threads without an rseq section
         _shardLength = ShardLayout.Length(_layout);
         _lowIndex = _layout.LowIndex;
         _bucketCount = (uint)_layout.BucketCount;
@@ -78,8 +80,14 @@ public sealed class PerCpuHistogram
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Record(double value)
     {
-        long[] shard = CurrentShard();
         int cell = CellOf(value);
+        if (RseqWrites.Enabled)
+        {
+            RecordRseq(cell, value);
+            return;
+        }
+
+        long[] shard = CurrentShard();
         Interlocked.Increment(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(shard), cell));
         if (cell >= ShardLayout.Zero)
         {
@@ -95,9 +103,15 @@ public sealed class PerCpuHistogram
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void RecordTicks(long ticks)
     {
-        long[] shard = CurrentShard();
         double seconds = ticks * Ticks.SecondsPerTick;
         int cell = CellOf(seconds);
+        if (RseqWrites.Enabled)
+        {
+            RecordTicksRseq(cell, ticks, seconds);
+            return;
+        }
+
+        long[] shard = CurrentShard();
         ref long cells = ref MemoryMarshal.GetArrayDataReference(shard);
         Interlocked.Increment(ref Unsafe.Add(ref cells, cell));
         if (cell >= ShardLayout.Zero)
@@ -115,6 +129,143 @@ public sealed class PerCpuHistogram
             }
 
             UpdateMinMax(shard, seconds);
+        }
+    }
+
+    /// <summary>The rseq write path (<see cref="RseqWrites"/>): the bucket and the sum each in one section, no lock prefix.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void RecordRseq(int cell, double value)
+    {
+        int slot = RseqWrites.Add(_shards, cell, 1);
+        if (slot < 0)
+        {
+            slot = AddSlow(cell, 1, slot, out _);
+        }
+
+        if (cell >= ShardLayout.Zero)
+        {
+            if (RseqWrites.AddDouble(_shards, ShardLayout.Sum, value) < 0)
+            {
+                AddDoubleSlow(value);
+            }
+
+            UpdateMinMax(_shards[slot]!, value); // min and max are compare-and-swap cells, never written by a section
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void RecordTicksRseq(int cell, long ticks, double seconds)
+    {
+        int slot = RseqWrites.Add(_shards, cell, 1);
+        if (slot < 0)
+        {
+            slot = AddSlow(cell, 1, slot, out _);
+        }
+
+        if (cell >= ShardLayout.Zero)
+        {
+            if (ticks < ShardLayout.TickCarry)
+            {
+                int at = RseqWrites.Add(_shards, ShardLayout.SumTicks, ticks, out long now);
+                if (at < 0)
+                {
+                    _ = AddSlow(ShardLayout.SumTicks, ticks, at, out now);
+                }
+
+                if (now >= ShardLayout.TickCarry)
+                {
+                    CarryTicksRseq(now);
+                }
+            }
+            else
+            {
+                AddLargeTicksRseq(ticks);
+            }
+
+            UpdateMinMax(_shards[slot]!, seconds);
+        }
+    }
+
+    /// <summary>
+    /// An add the stub could not do: the slot has no shard yet (created, then the section runs again), or this thread
+    /// cannot take a section (added with an interlocked operation to the shared shard, which no section writes).
+    /// Returns the slot written and the cell's new value.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int AddSlow(int cell, long value, int result, out long newValue)
+    {
+        newValue = 0;
+        while (result < -1)
+        {
+            _ = CreateShard(RseqWrites.MissingSlot(result));
+            result = RseqWrites.Add(_shards, cell, value, out newValue);
+        }
+
+        if (result >= 0)
+        {
+            return result;
+        }
+
+        int shared = _shards.Length - 1;
+        long[] shard = _shards[shared] ?? CreateShard(shared);
+        newValue = Interlocked.Add(ref shard[cell], value);
+        return shared;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void AddDoubleSlow(double value)
+    {
+        while (true)
+        {
+            int result = RseqWrites.AddDouble(_shards, ShardLayout.Sum, value);
+            if (result >= 0)
+            {
+                return;
+            }
+
+            if (result == -1)
+            {
+                int shared = _shards.Length - 1;
+                AddSumInterlocked(_shards[shared] ?? CreateShard(shared), value);
+                return;
+            }
+
+            _ = CreateShard(RseqWrites.MissingSlot(result));
+        }
+    }
+
+    /// <summary>Any add of the rseq path that is not the hot one (carries, huge intervals).</summary>
+    private long AddAnyRseq(int cell, long value)
+    {
+        int result = RseqWrites.Add(_shards, cell, value, out long now);
+        if (result < 0)
+        {
+            _ = AddSlow(cell, value, result, out now);
+        }
+
+        return now;
+    }
+
+    /// <summary>
+    /// The rseq path's carry: whole units of 2^48 ticks leave the tick cell of the shard this thread writes now and go to
+    /// that shard's carry cell (the shard may differ from the one that grew: totals are exact either way).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void CarryTicksRseq(long now)
+    {
+        long move = now & ~(ShardLayout.TickCarry - 1);
+        _ = AddAnyRseq(ShardLayout.SumTicks, -move);
+        _ = AddAnyRseq(ShardLayout.SumTicksCarry, move / ShardLayout.TickCarry);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void AddLargeTicksRseq(long ticks)
+    {
+        _ = AddAnyRseq(ShardLayout.SumTicksCarry, ticks / ShardLayout.TickCarry);
+        long now = AddAnyRseq(ShardLayout.SumTicks, ticks % ShardLayout.TickCarry);
+        if (now >= ShardLayout.TickCarry)
+        {
+            CarryTicksRseq(now);
         }
     }
 
@@ -490,6 +641,13 @@ public sealed class PerCpuHistogram
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddSumMinMax(long[] shard, double value)
     {
+        AddSumInterlocked(shard, value);
+        UpdateMinMax(shard, value);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddSumInterlocked(long[] shard, double value)
+    {
         ref long sum = ref shard[ShardLayout.Sum];
         long seen = Volatile.Read(ref sum);
         while (true)
@@ -503,8 +661,6 @@ public sealed class PerCpuHistogram
 
             seen = found; // another thread on this CPU slot got in between: rare
         }
-
-        UpdateMinMax(shard, value);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -12,8 +12,9 @@ namespace PerCpu;
 /// <remarks>
 /// <para>
 /// The id is a hint, never a guarantee: the thread may migrate to another CPU right after the read, and several
-/// threads may share a CPU. PerCpu instruments therefore still update their shard with one (uncontended)
-/// interlocked operation; correctness never depends on the id, only the absence of contention does.
+/// threads may share a CPU. PerCpu instruments therefore update their shard either inside an rseq critical section
+/// (which the kernel restarts if the thread moves) or with one uncontended interlocked operation (see
+/// <see cref="WritePath"/>); correctness never depends on the id, only the absence of contention does.
 /// </para>
 /// <para>
 /// Override the choice with the environment variable <c>PERCPU_PROCESSOR_ID</c> (a <see cref="ProcessorIdStrategy"/>
@@ -42,6 +43,18 @@ public static unsafe class ProcessorId
 
     /// <summary>The strategy in use, why it was chosen, and what the ladder found for each strategy.</summary>
     public static ProcessorIdSelection Selection => Volatile.Read(ref s_selection)!;
+
+    /// <summary>
+    /// How instruments write their per-CPU cells, chosen once per process on first use and never switched:
+    /// <see cref="PerCpuWritePath.Rseq"/> (restartable sequences, no <c>lock</c> prefix) where Linux x86-64 with
+    /// glibc-registered rseq and <c>mm_cid</c> allows it and a startup self-test adds exactly, otherwise
+    /// <see cref="PerCpuWritePath.Interlocked"/>. <c>PERCPU_RSEQ=0</c> forces the interlocked path. Independent of
+    /// <see cref="Strategy"/>: an rseq write reads <c>mm_cid</c> inside its section.
+    /// </summary>
+    public static PerCpuWritePath WritePath => RseqWrites.Enabled ? PerCpuWritePath.Rseq : PerCpuWritePath.Interlocked;
+
+    /// <summary>Why <see cref="WritePath"/> is what it is (for logs and diagnostics).</summary>
+    public static string WritePathDetail => RseqWrites.Detail;
 
     /// <summary>
     /// Shard slots per instrument: the processor count rounded up to a power of two (at most 4096).

@@ -27,7 +27,7 @@ public sealed class ExpositionTests
         Assert.Contains("# TYPE percpu_series_overflow_records_total counter", scrape.Comments);
         Assert.DoesNotContain(scrape.Comments, c => c.StartsWith("# UNIT", StringComparison.Ordinal) || c == "# EOF");
         Assert.Contains(scrape.Named("http_server_request_duration_seconds_bucket"), s => s.Labels["le"] == "0.005");
-        Assert.Single(scrape.Named("percpu_processor_id_strategy"), s => s.Labels["strategy"] == ProcessorId.Strategy.ToString());
+        Assert.Single(scrape.Named("percpu_processor_id_strategy"), s => s.Labels["strategy"] == ProcessorId.Strategy.ToString() && s.Labels["write_path"] == ProcessorId.WritePath.ToString());
     }
 
     [Fact]

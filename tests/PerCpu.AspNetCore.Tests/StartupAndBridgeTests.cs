@@ -177,6 +177,7 @@ public sealed class StartupAndBridgeTests
         Scrape.Sample scrapedStrategy = Assert.Single(scrape.Named("percpu_processor_id_strategy"));
         Assert.Equal(scrapedStrategy.Labels["strategy"], observedStrategy.Tags["strategy"]);
         Assert.Equal(scrapedStrategy.Labels["slots"], Convert.ToString(observedStrategy.Tags["slots"], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(scrapedStrategy.Labels["write_path"], observedStrategy.Tags["write_path"]);
 
         // One instrument per family of the HTTP producer, the route rates included.
         using var routeRates = new MetricCollector<double>(factory, MeterBridge.MeterName, "percpu.http.server.route_request_rate");

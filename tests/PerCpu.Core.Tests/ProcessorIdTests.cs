@@ -187,22 +187,40 @@ public sealed class ProcessorIdTests
         SkipUnlessAvailable(ProcessorIdStrategy.RseqCpuId);
 
         ChildRun.Result r = ChildRun.Run(
-            new Dictionary<string, string> { ["GLIBC_TUNABLES"] = "glibc.pthread.rseq=0", ["PERCPU_EXPECT_NO_RSEQ"] = "1" },
+            new Dictionary<string, string> { ["GLIBC_TUNABLES"] = "glibc.pthread.rseq=0", ["PERCPU_EXPECT_NO_RSEQ"] = "1", ["PERCPU_EXPECT_WRITE_PATH"] = nameof(PerCpuWritePath.Interlocked) },
             "-trait", $"{Traits.Category}={Traits.Core}");
 
         Assert.True(r.ExitCode == 0 && r.Failed == 0 && r.Total > 5, r.Output);
         Assert.Contains("EXPECT_NO_RSEQ verified", r.Output, StringComparison.Ordinal);
+        Assert.Contains("EXPECT_WRITE_PATH verified: Interlocked", r.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ChildProcess_RseqWritesTurnedOff_InterlockedPathAndEveryCoreCheckPasses()
+    {
+        ChildRun.Result r = ChildRun.Run(
+            new Dictionary<string, string> { ["PERCPU_RSEQ"] = "0", ["PERCPU_EXPECT_WRITE_PATH"] = nameof(PerCpuWritePath.Interlocked) },
+            "-trait", $"{Traits.Category}={Traits.Core}");
+
+        Assert.True(r.ExitCode == 0 && r.Failed == 0 && r.Total > 5, r.Output);
+        Assert.Contains("EXPECT_WRITE_PATH verified: Interlocked", r.Output, StringComparison.Ordinal);
     }
 
     [Fact]
     public void ChildProcess_HardwareIntrinsicsDisabled_CoreChecksPass()
     {
         ChildRun.Result r = ChildRun.Run(
-            new Dictionary<string, string> { ["DOTNET_EnableHWIntrinsic"] = "0", ["PERCPU_EXPECT_NO_X86BASE"] = "1" },
+            new Dictionary<string, string>
+            {
+                ["DOTNET_EnableHWIntrinsic"] = "0",
+                ["PERCPU_EXPECT_NO_X86BASE"] = "1",
+                ["PERCPU_EXPECT_WRITE_PATH"] = ProcessorId.WritePath.ToString(), // rseq sections need no intrinsics
+            },
             "-trait", $"{Traits.Category}={Traits.Core}");
 
         Assert.True(r.ExitCode == 0 && r.Failed == 0 && r.Total > 5, r.Output);
         Assert.Contains("EXPECT_NO_X86BASE verified", r.Output, StringComparison.Ordinal);
+        Assert.Contains("EXPECT_WRITE_PATH verified: " + ProcessorId.WritePath, r.Output, StringComparison.Ordinal);
     }
 
     [Theory]
@@ -286,6 +304,13 @@ public sealed class ChildProcessProbe(ITestOutputHelper output)
             Assert.False(ProcessorId.IsAvailable(ProcessorIdStrategy.Rdpid, out string d2));
             Assert.Contains("X86Base", d2, StringComparison.Ordinal);
             Console.WriteLine("EXPECT_NO_X86BASE verified: " + ProcessorId.Strategy);
+        }
+
+        if (Environment.GetEnvironmentVariable("PERCPU_EXPECT_WRITE_PATH") is { } path)
+        {
+            any = true;
+            Assert.Equal(path, ProcessorId.WritePath.ToString());
+            Console.WriteLine($"EXPECT_WRITE_PATH verified: {path} ({ProcessorId.WritePathDetail})");
         }
 
         if (Environment.GetEnvironmentVariable("PERCPU_EXPECT_STRATEGY") is { } expected)

@@ -175,7 +175,7 @@ internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProd
     public static readonly MetricDescriptor Active = new("http.server.active_requests", MetricType.UpDownCounter, "{request}", "Number of active HTTP server requests.");
     public static readonly MetricDescriptor Rate = new("percpu.http.server.request_rate", MetricType.Gauge, null, "Requests per second over the window (windowed average or EWMA), all routes.");
     public static readonly MetricDescriptor RouteRate = new("percpu.http.server.route_request_rate", MetricType.Gauge, null, "Requests per second over the window (windowed average or EWMA), by route.");
-    public static readonly MetricDescriptor Strategy = new("percpu.processor_id.strategy", MetricType.Gauge, null, "The CPU-id strategy in use (value 1) and the number of per-CPU slots.");
+    public static readonly MetricDescriptor Strategy = new("percpu.processor_id.strategy", MetricType.Gauge, null, "The CPU-id strategy in use (value 1), the number of per-CPU slots, and the write path (rseq sections or interlocked).");
     public static readonly MetricDescriptor Series = new("percpu.series", MetricType.Gauge, null, "Series of http.server.request.duration, excluding the overflow series.");
     public static readonly MetricDescriptor OverflowRecords = new("percpu.series.overflow_records", MetricType.Counter, null, "Requests recorded in the overflow series because the series cap was reached.");
     public static readonly MetricDescriptor RecordingFailures = new("percpu.recording_failures", MetricType.Counter, null, "Failures of the middleware's own recording; expected to stay 0.");
@@ -232,7 +232,7 @@ internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProd
         }
 
         writer.BeginFamily(Strategy);
-        writer.WritePoint(new MetricLabels(["strategy", "slots"], [ProcessorId.Strategy.ToString(), ProcessorId.SlotCount.ToString(CultureInfo.InvariantCulture)]), 1L);
+        writer.WritePoint(new MetricLabels(["strategy", "slots", "write_path"], [ProcessorId.Strategy.ToString(), ProcessorId.SlotCount.ToString(CultureInfo.InvariantCulture), ProcessorId.WritePath.ToString()]), 1L);
         writer.BeginFamily(Series);
         writer.WritePoint(MetricLabels.Empty, (long)store.SeriesCount);
         writer.BeginFamily(OverflowRecords);

@@ -23,19 +23,34 @@ namespace PerCpu.Internal;
 /// ../shared/design). On a line the CPU already owns, the interlocked add is uncontended and cheap.</item>
 /// <item>Reads walk the cells with <see cref="Volatile.Read(ref readonly long)"/>; they never reset a cell, so
 /// writers and readers never wait for each other.</item>
-/// <item>Not done: no rseq critical sections (they need native code and broke on kernel 6.19/arm64), no
-/// per-thread cells (a scraper could not reach them), no cell reclamation.</item>
+/// <item>Where the kernel allows it (<see cref="RseqWrites"/>), the add is an rseq critical section instead: the cell
+/// of the thread's <c>mm_cid</c> and a plain <c>xadd</c> that the kernel restarts if the thread is preempted, migrated
+/// or signalled before it commits; no <c>lock</c> prefix. Threads without a registered rseq area add to one extra,
+/// interlocked-only cell. The path is chosen once per process.</item>
+/// <item>Not done: no per-thread cells (a scraper could not reach them), no cell reclamation.</item>
 /// </list>
 /// </remarks>
 internal readonly struct PerCpuInt64
 {
     private readonly PaddedInt64?[] _cells;
 
-    public PerCpuInt64() => _cells = new PaddedInt64?[ProcessorId.SlotCount];
+    // One slot per CPU slot, plus the shared slot of threads that cannot take an rseq section (RseqWrites).
+    public PerCpuInt64() => _cells = new PaddedInt64?[ProcessorId.SlotCount + 1];
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] // one id read, one load, one lock xadd
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // rseq: one stub call, no lock prefix; else one id read, one load, one lock xadd
     public void Add(long value)
     {
+        if (RseqWrites.Enabled)
+        {
+            int r = RseqWrites.Add(_cells, value);
+            if (r < 0)
+            {
+                AddRseqSlow(value, r);
+            }
+
+            return;
+        }
+
         int slot = ProcessorId.GetCurrentSlot();
         Debug.Assert((uint)slot < (uint)_cells.Length, "GetCurrentSlot returns a slot below SlotCount");
         PaddedInt64? cell = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_cells), slot);
@@ -45,6 +60,23 @@ internal readonly struct PerCpuInt64
         }
 
         Interlocked.Add(ref cell.Value, value);
+    }
+
+    /// <summary>The stub found no cell for its slot (first write from that slot), or this thread cannot take a section.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void AddRseqSlow(long value, int result)
+    {
+        while (result < -1)
+        {
+            _ = CreateCell(RseqWrites.MissingSlot(result));
+            result = RseqWrites.Add(_cells, value);
+        }
+
+        if (result == -1)
+        {
+            int shared = _cells.Length - 1; // never written by a section: interlocked only
+            Interlocked.Add(ref (_cells[shared] ?? CreateCell(shared)).Value, value);
+        }
     }
 
     /// <summary>Folds the cells. Not an atomic snapshot; exact when no write runs concurrently.</summary>

@@ -314,25 +314,7 @@ internal sealed unsafe class ProcessorIdLadder
             return 0;
         }
 
-        nuint length = (nuint)Environment.SystemPageSize;
-        nint page = Libc.Mmap(0, length, Libc.ProtRead | Libc.ProtWrite, Libc.MapPrivate | Libc.MapAnonymous, -1, 0);
-        if (page == -1)
-        {
-            refusal = $"mmap failed (errno {Marshal.GetLastPInvokeError()})";
-            return 0;
-        }
-
-        code.CopyTo(new Span<byte>((void*)page, code.Length));
-        if (Libc.Mprotect(page, length, Libc.ProtRead | Libc.ProtExec) != 0)
-        {
-            int errno = Marshal.GetLastPInvokeError();
-            _ = Libc.Munmap(page, length);
-            refusal = $"mprotect(PROT_EXEC) refused (errno {errno}; SELinux execmem or a hardened runtime)";
-            return 0;
-        }
-
-        refusal = null;
-        return page;
+        return ExecutableMemory.Create((page, _) => code.CopyTo(page), out refusal);
     }
 
     /// <summary>

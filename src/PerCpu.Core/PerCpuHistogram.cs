@@ -132,30 +132,76 @@ public sealed class PerCpuHistogram
         }
     }
 
-    /// <summary>The rseq write path (<see cref="RseqWrites"/>): the bucket and the sum each in one section, no lock prefix.</summary>
+    /// <summary>
+    /// The rseq write path (<see cref="RseqWrites"/>): the bucket and the sum in two sections of one stub call, no lock
+    /// prefix.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void RecordRseq(int cell, double value)
     {
-        int slot = RseqWrites.Add(_shards, cell, 1);
-        if (slot < 0)
+        if (cell < ShardLayout.Zero)
         {
-            slot = AddSlow(cell, 1, slot, out _);
-        }
-
-        if (cell >= ShardLayout.Zero)
-        {
-            if (RseqWrites.AddDouble(_shards, ShardLayout.Sum, value) < 0)
+            int r = RseqWrites.Add(_shards, cell, 1); // invalid: counted, nothing else
+            if (r < 0)
             {
-                AddDoubleSlow(value);
+                _ = AddSlow(cell, 1, r, out _);
             }
 
-            UpdateMinMax(_shards[slot]!, value); // min and max are compare-and-swap cells, never written by a section
+            return;
         }
+
+        int slot = RseqWrites.AddThenDouble(_shards, cell, 1, ShardLayout.Sum, value);
+        if ((uint)slot >= RseqStubs.SecondNotDone)
+        {
+            slot = RecordRseqSlow(cell, value, slot);
+        }
+
+        UpdateMinMax(_shards[slot]!, value); // min and max are compare-and-swap cells, never written by a section
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int RecordRseqSlow(int cell, double value, int result)
+    {
+        int slot = result >= 0 ? result - RseqStubs.SecondNotDone : AddSlow(cell, 1, result, out _);
+        AddDoubleSlow(value);
+        return slot;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void RecordTicksRseq(int cell, long ticks, double seconds)
     {
+        if (cell < ShardLayout.Zero || ticks >= ShardLayout.TickCarry)
+        {
+            RecordTicksRseqRare(cell, ticks, seconds);
+            return;
+        }
+
+        int slot = RseqWrites.AddTwo(_shards, cell, 1, ShardLayout.SumTicks, ticks, out long now);
+        if ((uint)slot >= RseqStubs.SecondNotDone)
+        {
+            slot = RecordTicksRseqSlow(cell, ticks, slot, out now);
+        }
+
+        if (now >= ShardLayout.TickCarry)
+        {
+            CarryTicksRseq(now);
+        }
+
+        UpdateMinMax(_shards[slot]!, seconds);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int RecordTicksRseqSlow(int cell, long ticks, int result, out long now)
+    {
+        int slot = result >= 0 ? result - RseqStubs.SecondNotDone : AddSlow(cell, 1, result, out _);
+        now = AddAnyRseq(ShardLayout.SumTicks, ticks);
+        return slot;
+    }
+
+    /// <summary>An invalid interval (counted only) or one of 2^48 ticks or more (days: straight to the carry cell).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void RecordTicksRseqRare(int cell, long ticks, double seconds)
+    {
         int slot = RseqWrites.Add(_shards, cell, 1);
         if (slot < 0)
         {
@@ -164,24 +210,7 @@ public sealed class PerCpuHistogram
 
         if (cell >= ShardLayout.Zero)
         {
-            if (ticks < ShardLayout.TickCarry)
-            {
-                int at = RseqWrites.Add(_shards, ShardLayout.SumTicks, ticks, out long now);
-                if (at < 0)
-                {
-                    _ = AddSlow(ShardLayout.SumTicks, ticks, at, out now);
-                }
-
-                if (now >= ShardLayout.TickCarry)
-                {
-                    CarryTicksRseq(now);
-                }
-            }
-            else
-            {
-                AddLargeTicksRseq(ticks);
-            }
-
+            AddLargeTicksRseq(ticks);
             UpdateMinMax(_shards[slot]!, seconds);
         }
     }

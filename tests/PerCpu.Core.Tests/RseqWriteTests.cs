@@ -152,6 +152,7 @@ public sealed partial class RseqWriteTests
         SkipUnlessRseq();
         var counter = new PerCpuCounter();
         var histogram = new PerCpuHistogram();
+        var ticks = new PerCpuHistogram();
         string? skip = null;
         int cpuIdAfter = 0;
         const int Writes = 200_000;
@@ -170,6 +171,7 @@ public sealed partial class RseqWriteTests
             {
                 counter.Increment();
                 histogram.Record(0.5);
+                ticks.RecordTicks(1000);
             }
         });
         writer.Start();
@@ -183,6 +185,8 @@ public sealed partial class RseqWriteTests
         Assert.Equal(Writes, counter.Sum());
         Assert.Equal(Writes, histogram.Snapshot().Count);
         Assert.Equal(Writes * 0.5, histogram.Snapshot().Sum);
+        Assert.Equal(Writes, ticks.Snapshot().Count);
+        Assert.Equal(Writes * 1000 / (double)Stopwatch.Frequency, ticks.Snapshot().Sum, 12);
 
         // Every write went to the last, interlocked-only slot.
         object shards = typeof(PerCpuCounter).GetField("_shards", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(counter)!;

@@ -20,17 +20,85 @@ internal static unsafe class RseqStubs
     private const int CpuIdField = 4;
     private const int MmCidField = 24;
 
+    /// <summary>The production stubs' entry points.</summary>
+    /// <param name="Add"><c>int add(nint* slots, nint offset, long value, long* newValue)</c>.</param>
+    /// <param name="AddDouble"><c>int addDouble(nint* slots, nint offset, double value)</c>.</param>
+    /// <param name="AddTwo"><c>int addTwo(nint* slots, nint offset1, long value1, nint offset2, long value2, long* newValue2)</c>: two sections, one call.</param>
+    /// <param name="AddThenDouble"><c>int addThenDouble(nint* slots, nint offset1, long value1, nint offset2, double value2)</c>.</param>
+    internal readonly record struct Entries(nint Add, nint AddDouble, nint AddTwo, nint AddThenDouble);
+
     /// <summary>Builds the production stubs; returns the page (0 when refused, with the reason).</summary>
-    public static nint Build(nint rseqOffset, int slotMask, out nint add, out nint addDouble, out string? refusal)
+    public static nint Build(nint rseqOffset, int slotMask, out Entries entries, out string? refusal)
     {
         var asm = new Assembler();
         int addAt = EmitAdd(asm, rseqOffset, slotMask, "a");
         int doubleAt = EmitAddDouble(asm, rseqOffset, slotMask, "d");
-        nint page = Map(asm, ["a", "d"], out refusal);
-        add = page == 0 ? 0 : page + addAt;
-        addDouble = page == 0 ? 0 : page + doubleAt;
+        int twoAt = EmitAddTwo(asm, rseqOffset, slotMask, "t", doubleSecond: false);
+        int thenDoubleAt = EmitAddTwo(asm, rseqOffset, slotMask, "u", doubleSecond: true);
+        nint page = Map(asm, ["a", "d", "t1", "t2", "u1", "u2"], out refusal);
+        entries = page == 0 ? default : new Entries(page + addAt, page + doubleAt, page + twoAt, page + thenDoubleAt);
         return page;
     }
+
+    /// <summary>
+    /// Two sections in one call (a histogram record: the bucket, then the sum), each with its own descriptor and abort
+    /// handler. Returns the first section's slot; or, when the first could not run, its negative code (nothing added);
+    /// or the first slot + <see cref="SecondNotDone"/> when only the first ran (the caller then adds the second).
+    /// </summary>
+    private static int EmitAddTwo(Assembler asm, nint rseqOffset, int slotMask, string p, bool doubleSecond)
+    {
+        string first = p + "1", second = p + "2";
+        int at = asm.Here;
+        if (!doubleSecond)
+        {
+            asm.Emit(0x4D, 0x89, 0xC2);   // mov r10, r8: value2
+            asm.Emit(0x4D, 0x89, 0xCB);   // mov r11, r9: newValue2*
+        }
+
+        Prologue(asm, rseqOffset, slotMask, first);
+        asm.Emit(0x48, 0x89, 0xD0);       // mov rax, rdx
+        asm.Emit(0x49, 0x0F, 0xC1, 0x04, 0x30); // xadd [r8 + rsi], rax: first commit
+        asm.Label(first + "post");
+        asm.Emit(0x44, 0x89, 0xCA);       // mov edx, r9d: the first slot, returned at the end
+        Prologue(asm, rseqOffset, slotMask, second);
+        if (doubleSecond)
+        {
+            asm.Emit(0xF2, 0x41, 0x0F, 0x10, 0x0C, 0x08); // movsd xmm1, [r8 + rcx]
+            asm.Emit(0xF2, 0x0F, 0x58, 0xC8);             // addsd xmm1, xmm0
+            asm.Emit(0xF2, 0x41, 0x0F, 0x11, 0x0C, 0x08); // movsd [r8 + rcx], xmm1: second commit
+            asm.Label(second + "post");
+        }
+        else
+        {
+            asm.Emit(0x4C, 0x89, 0xD0);   // mov rax, r10
+            asm.Emit(0x49, 0x0F, 0xC1, 0x04, 0x08); // xadd [r8 + rcx], rax: second commit
+            asm.Label(second + "post");
+            asm.Emit(0x4C, 0x01, 0xD0);   // add rax, r10: the new value
+            asm.Emit(0x4D, 0x85, 0xDB);   // test r11, r11
+            asm.Emit(0x74);               // jz skip
+            asm.Rel8(second + "skip");
+            asm.Emit(0x49, 0x89, 0x03);   // mov [r11], rax
+            asm.Label(second + "skip");
+        }
+
+        asm.Emit(0x89, 0xD0);             // mov eax, edx
+        asm.Emit(0xC3);
+        Epilogue(asm, first);
+        asm.Label(second + "fallback");   // the second section could not run: report the first slot, flagged
+        asm.Label(second + "missing");
+        asm.Emit(0x8D, 0x82);             // lea eax, [rdx + SecondNotDone]
+        asm.Imm32(SecondNotDone);
+        asm.Emit(0xC3);
+        asm.Emit(0x0F, 0xB9, 0x3D);       // ud1 with the signature
+        asm.Imm32(unchecked((int)RseqWrites.Signature));
+        asm.Label(second + "abort");
+        asm.Emit(0xE9);                   // abort: jmp to the second section's entry
+        asm.Rel32(second + "entry");
+        return at;
+    }
+
+    /// <summary>Added to the first slot when a two-section stub ran only the first section.</summary>
+    public const int SecondNotDone = 0x10000;
 
     /// <summary>
     /// A test stub with a widened window: <c>int add(nint* slots, nint byteOffset, long value, long* aborts)</c> loads the
@@ -214,6 +282,8 @@ internal static unsafe class RseqStubs
             BinaryPrimitives.WriteInt32LittleEndian(b, value);
             _code.AddRange(b);
         }
+
+        public int Here => _code.Count;
 
         public void Label(string name) => _labels.Add(name, _code.Count);
 

@@ -45,6 +45,12 @@ internal static unsafe class RseqWrites
     /// <summary><c>int addDouble(nint* slots, nint byteOffset, double value)</c>: as <see cref="AddStub"/>, for a double cell.</summary>
     public static readonly nint AddDoubleStub;
 
+    /// <summary><c>int addTwo(nint* slots, nint offset1, long value1, nint offset2, long value2, long* newValue2)</c>: two sections, one call (see <see cref="RseqStubs"/>).</summary>
+    public static readonly nint AddTwoStub;
+
+    /// <summary><c>int addThenDouble(nint* slots, nint offset1, long value1, nint offset2, double value2)</c>.</summary>
+    public static readonly nint AddThenDoubleStub;
+
     /// <summary>Why the path was chosen or refused.</summary>
     public static readonly string Detail;
 
@@ -61,7 +67,8 @@ internal static unsafe class RseqWrites
         Detail = "not initialized";
         try
         {
-            (Enabled, Detail, AddStub, AddDoubleStub, s_rseqOffset) = Initialize(Environment.GetEnvironmentVariable(EnvironmentVariable));
+            (Enabled, Detail, RseqStubs.Entries entries, s_rseqOffset) = Initialize(Environment.GetEnvironmentVariable(EnvironmentVariable));
+            (AddStub, AddDoubleStub, AddTwoStub, AddThenDoubleStub) = entries;
         }
         catch (Exception ex)
         {
@@ -118,29 +125,60 @@ internal static unsafe class RseqWrites
         }
     }
 
+    /// <summary>
+    /// A histogram record's two adds in one call: <paramref name="value1"/> to <paramref name="cell1"/> and
+    /// <paramref name="value2"/> to <paramref name="cell2"/> (with its new value). Result: the first slot; a negative code
+    /// when nothing was added; or the first slot + <see cref="RseqStubs.SecondNotDone"/> when only the first add ran.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int AddTwo(long[]?[] shards, int cell1, long value1, int cell2, long value2, out long newValue2)
+    {
+        long result = 0;
+        int slot;
+        fixed (byte* slots = &Unsafe.As<long[]?, byte>(ref MemoryMarshal.GetArrayDataReference(shards)))
+        {
+            slot = ((delegate* unmanaged[SuppressGCTransition]<nint*, nint, long, nint, long, long*, int>)AddTwoStub)(
+                (nint*)slots, ArrayDataOffset + (cell1 * sizeof(long)), value1, ArrayDataOffset + (cell2 * sizeof(long)), value2, &result);
+        }
+
+        newValue2 = result;
+        return slot;
+    }
+
+    /// <summary>As <see cref="AddTwo"/>, the second add being a double added to a double cell.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int AddThenDouble(long[]?[] shards, int cell1, long value1, int cell2, double value2)
+    {
+        fixed (byte* slots = &Unsafe.As<long[]?, byte>(ref MemoryMarshal.GetArrayDataReference(shards)))
+        {
+            return ((delegate* unmanaged[SuppressGCTransition]<nint*, nint, long, nint, double, int>)AddThenDoubleStub)(
+                (nint*)slots, ArrayDataOffset + (cell1 * sizeof(long)), value1, ArrayDataOffset + (cell2 * sizeof(long)), value2);
+        }
+    }
+
     /// <summary>The result code of a slot that has no cell yet, and back.</summary>
     public static int MissingSlot(int code) => -code - 2;
 
-    private static (bool, string, nint, nint, nint) Initialize(string? environment)
+    private static (bool, string, RseqStubs.Entries, nint) Initialize(string? environment)
     {
         if (environment is not null && (environment.Trim() is "0" || environment.Trim().Equals("false", StringComparison.OrdinalIgnoreCase) || environment.Trim().Equals("off", StringComparison.OrdinalIgnoreCase)))
         {
-            return (false, $"turned off by {EnvironmentVariable}={environment}; interlocked writes", 0, 0, 0);
+            return (false, $"turned off by {EnvironmentVariable}={environment}; interlocked writes", default, 0);
         }
 
         if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
         {
-            return (false, "rseq sections need Linux on x86-64; interlocked writes", 0, 0, 0);
+            return (false, "rseq sections need Linux on x86-64; interlocked writes", default, 0);
         }
 
         if (!ProcessorId.IsAvailable(ProcessorIdStrategy.RseqMmCid, out string detail))
         {
-            return (false, $"no usable rseq mm_cid ({detail}); interlocked writes", 0, 0, 0);
+            return (false, $"no usable rseq mm_cid ({detail}); interlocked writes", default, 0);
         }
 
         if (!Libc.TryGetExport("__rseq_offset", out nint offsetAddress) || !Libc.TryGetExport("__rseq_size", out nint sizeAddress))
         {
-            return (false, "glibc exports no __rseq_offset; interlocked writes", 0, 0, 0);
+            return (false, "glibc exports no __rseq_offset; interlocked writes", default, 0);
         }
 
         uint size = *(uint*)sizeAddress;
@@ -148,30 +186,30 @@ internal static unsafe class RseqWrites
         nuint featureSize = Libc.GetAuxVal(Libc.AtRseqFeatureSize);
         if (size < 20 || featureSize < 28)
         {
-            return (false, $"__rseq_size {size}, AT_RSEQ_FEATURE_SIZE {featureSize}: no mm_cid; interlocked writes", 0, 0, 0);
+            return (false, $"__rseq_size {size}, AT_RSEQ_FEATURE_SIZE {featureSize}: no mm_cid; interlocked writes", default, 0);
         }
 
         nint area = Libc.PthreadSelf() + offset;
         if ((area & 31) != 0 || offset is < int.MinValue / 2 or > int.MaxValue / 2)
         {
-            return (false, $"rseq area at offset {offset} is not 32-byte aligned or out of reach; interlocked writes", 0, 0, 0);
+            return (false, $"rseq area at offset {offset} is not 32-byte aligned or out of reach; interlocked writes", default, 0);
         }
 
         int mask = ProcessorId.SlotCount - 1;
-        nint page = RseqStubs.Build(offset, mask, out nint add, out nint addDouble, out string? refusal);
+        nint page = RseqStubs.Build(offset, mask, out RseqStubs.Entries entries, out string? refusal);
         if (page == 0)
         {
-            return (false, refusal + "; interlocked writes", 0, 0, 0);
+            return (false, refusal + "; interlocked writes", default, 0);
         }
 
-        string? failure = RseqSelfTest.Run(add, addDouble, ArrayDataOffset, ProcessorId.SlotCount);
+        string? failure = RseqSelfTest.Run(entries, ArrayDataOffset, ProcessorId.SlotCount);
         if (failure is not null)
         {
             _ = Libc.Munmap(page, (nuint)Environment.SystemPageSize);
-            return (false, $"startup self-test failed ({failure}); interlocked writes", 0, 0, 0);
+            return (false, $"startup self-test failed ({failure}); interlocked writes", default, 0);
         }
 
-        return (true, $"rseq sections on mm_cid (__rseq_offset {offset}, __rseq_size {size}, feature size {featureSize}); self-test exact", add, addDouble, offset);
+        return (true, $"rseq sections on mm_cid (__rseq_offset {offset}, __rseq_size {size}, feature size {featureSize}); self-test exact", entries, offset);
     }
 
     private static nint ComputeArrayDataOffset()
@@ -202,7 +240,7 @@ internal static unsafe class RseqWrites
 internal static unsafe class RseqSelfTest
 {
     /// <summary>Four threads add through the stubs into fresh cells; the totals must be exact.</summary>
-    public static string? Run(nint add, nint addDouble, nint arrayDataOffset, int slots)
+    public static string? Run(RseqStubs.Entries stubs, nint arrayDataOffset, int slots)
     {
         const int Threads = 4, Adds = 20_000;
         var cells = new long[]?[slots + 1];
@@ -215,8 +253,16 @@ internal static unsafe class RseqSelfTest
             {
                 for (int i = 0; i < Adds && problem is null; i++)
                 {
-                    Until(cells, slots, ref problem, ref shared[0], p => ((delegate* unmanaged[SuppressGCTransition]<nint*, nint, long, long*, int>)add)(p, arrayDataOffset, 1, null));
-                    Until(cells, slots, ref problem, ref shared[2], p => ((delegate* unmanaged[SuppressGCTransition]<nint*, nint, double, int>)addDouble)(p, arrayDataOffset + sizeof(long), 0.5));
+                    Until(cells, slots, ref problem, ref shared[0], p => ((delegate* unmanaged[SuppressGCTransition]<nint*, nint, long, long*, int>)stubs.Add)(p, arrayDataOffset, 1, null));
+                    Until(cells, slots, ref problem, ref shared[2], p => ((delegate* unmanaged[SuppressGCTransition]<nint*, nint, double, int>)stubs.AddDouble)(p, arrayDataOffset + sizeof(long), 0.5));
+
+                    // The two-section stubs: cell 2 gets 1 per call of either, cell 3 gets 2, the double cell 1 gets 0.25.
+                    int r = Two(cells, p => ((delegate* unmanaged[SuppressGCTransition]<nint*, nint, long, nint, long, long*, int>)stubs.AddTwo)(p, arrayDataOffset + 16, 1, arrayDataOffset + 24, 2, null));
+                    int u = Two(cells, p => ((delegate* unmanaged[SuppressGCTransition]<nint*, nint, long, nint, double, int>)stubs.AddThenDouble)(p, arrayDataOffset + 16, 1, arrayDataOffset + 8, 0.25));
+                    if (r < 0 || u < 0 || r >= RseqStubs.SecondNotDone || u >= RseqStubs.SecondNotDone)
+                    {
+                        problem ??= $"a two-section stub returned {r}, {u} on a registered thread with every cell present";
+                    }
                 }
             }) { IsBackground = true };
             workers[t].Start();
@@ -232,7 +278,7 @@ internal static unsafe class RseqSelfTest
             return problem;
         }
 
-        long count = shared[0];
+        long count = shared[0], firsts = 0, seconds = 0;
         double sum = shared[2] * 0.5;
         foreach (long[]? c in cells)
         {
@@ -240,10 +286,15 @@ internal static unsafe class RseqSelfTest
             {
                 count += c[0];
                 sum += BitConverter.Int64BitsToDouble(c[1]);
+                firsts += c[2];
+                seconds += c[3];
             }
         }
 
-        return count == Threads * Adds && sum == Threads * Adds * 0.5 ? null : $"{count} adds and sum {sum} of {Threads * Adds}";
+        long n = (long)Threads * Adds;
+        return count == n && sum == n * 0.75 && firsts == 2 * n && seconds == 2 * n
+            ? null
+            : $"{count} adds, sum {sum}, {firsts} and {seconds} two-section adds for {n} rounds";
     }
 
     /// <summary>One add through a stub: creates missing cells and tries again; a thread without a section counts in <paramref name="fallback"/>.</summary>
@@ -275,6 +326,23 @@ internal static unsafe class RseqSelfTest
             }
 
             Interlocked.CompareExchange(ref cells[(-r - 2)], new long[4], null);
+        }
+    }
+
+    /// <summary>A two-section call on a thread that can take sections; missing cells are created first.</summary>
+    private static int Two(long[]?[] cells, StubCall call)
+    {
+        for (int s = 0; s < cells.Length; s++)
+        {
+            if (Volatile.Read(ref cells[s]) is null)
+            {
+                Interlocked.CompareExchange(ref cells[s], new long[4], null);
+            }
+        }
+
+        fixed (byte* p = &Unsafe.As<long[]?, byte>(ref MemoryMarshal.GetArrayDataReference(cells)))
+        {
+            return call((nint*)p);
         }
     }
 

@@ -222,6 +222,8 @@ public static unsafe class ProcessorId
                 return cpu >= 0 ? cpu : Thread.GetCurrentProcessorId() & int.MaxValue;
             case (int)ProcessorIdStrategy.CurrentProcessorId:
                 return Thread.GetCurrentProcessorId() & int.MaxValue;
+            case (int)ProcessorIdStrategy.CachedCpuId:
+                return CachedCpuId.Read();
             default:
                 return Environment.CurrentManagedThreadId;
         }

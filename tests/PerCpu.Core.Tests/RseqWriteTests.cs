@@ -84,7 +84,7 @@ public sealed partial class RseqWriteTests
                 if (disturbance == Disturbance.RepinToRandomCpus && i % 4096 == 0)
                 {
                     ulong mask = RandomCpu(allowed, random);
-                    if (SchedSetAffinity(0, sizeof(ulong), ref mask) == 0)
+                    if (SchedAffinity.Set(ref mask) == 0)
                     {
                         Interlocked.Increment(ref disturbances);
                     }
@@ -277,7 +277,7 @@ public sealed partial class RseqWriteTests
     private static ulong AllowedCpus()
     {
         ulong mask = 0;
-        if (!OperatingSystem.IsLinux() || SchedGetAffinity(0, sizeof(ulong), ref mask) != 0 || mask == 0)
+        if (!OperatingSystem.IsLinux() || SchedAffinity.Get(ref mask) != 0 || mask == 0)
         {
             return 0;
         }
@@ -310,10 +310,4 @@ public sealed partial class RseqWriteTests
 
     [LibraryImport("libc.so.6", EntryPoint = "syscall", SetLastError = true)]
     private static partial long Syscall(long number, nint a, nint b, nint c, nint d);
-
-    [LibraryImport("libc.so.6", EntryPoint = "sched_setaffinity", SetLastError = true)]
-    private static partial int SchedSetAffinity(int pid, nuint size, ref ulong mask);
-
-    [LibraryImport("libc.so.6", EntryPoint = "sched_getaffinity", SetLastError = true)]
-    private static partial int SchedGetAffinity(int pid, nuint size, ref ulong mask);
 }

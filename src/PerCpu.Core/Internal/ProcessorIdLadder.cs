@@ -35,7 +35,7 @@ internal sealed unsafe class ProcessorIdLadder
     public ProcessorIdLadder(Probe probe)
     {
         _probe = probe;
-        _candidates = new ProcessorIdCandidate[(int)ProcessorIdStrategy.ManagedThreadId + 1];
+        _candidates = new ProcessorIdCandidate[(int)ProcessorIdStrategy.CachedCpuId + 1];
         _candidates[0] = new ProcessorIdCandidate(ProcessorIdStrategy.Auto, true, "chooses among the others", double.NaN);
 
         bool schedOk = Detect(ProcessorIdStrategy.SchedGetCpu, DetectSchedGetCpu);
@@ -48,6 +48,9 @@ internal sealed unsafe class ProcessorIdLadder
             ? (true, "Thread.GetCurrentProcessorId()")
             : (false, "Thread.GetCurrentProcessorId() returned a negative id"));
         Detect(ProcessorIdStrategy.ManagedThreadId, () => (true, "last resort: stripes by managed thread id"));
+        Detect(ProcessorIdStrategy.CachedCpuId, () => schedOk
+            ? (true, $"sched_getcpu once per {CachedCpuId.RefreshEvery} reads per thread")
+            : (false, "needs sched_getcpu"));
         Measure();
     }
 
@@ -113,19 +116,28 @@ internal sealed unsafe class ProcessorIdLadder
             refusal = $"{requested} forced by {forcedBy} is unavailable ({want.Detail}); ";
         }
 
-        // Fastest measured CPU-id strategy; the managed-thread stripe only when nothing else works.
+        // Fastest measured exact CPU-id strategy; the cached id only when it costs less than half of that; the
+        // managed-thread stripe only when nothing else works.
+        static bool Exact(ProcessorIdCandidate c) => c.Available && c.Strategy is not ProcessorIdStrategy.ManagedThreadId and not ProcessorIdStrategy.CachedCpuId;
         double best = double.PositiveInfinity;
         foreach (ProcessorIdCandidate c in ladder)
         {
-            if (c.Available && c.Strategy != ProcessorIdStrategy.ManagedThreadId && c.NanosecondsPerCall < best)
+            if (Exact(c) && c.NanosecondsPerCall < best)
             {
                 best = c.NanosecondsPerCall;
             }
         }
 
+        ProcessorIdCandidate cached = _candidates[(int)ProcessorIdStrategy.CachedCpuId];
+        if (cached.Available && cached.NanosecondsPerCall * 2 < best)
+        {
+            string why = $"the cheapest exact strategy costs {best:0.00} ns; sched_getcpu cached per thread and refreshed every {CachedCpuId.RefreshEvery} reads costs {cached.NanosecondsPerCall:0.00} ns";
+            return new ProcessorIdSelection(ProcessorIdStrategy.CachedCpuId, refusal + why, ladder, ProcessorId.ComputeSlotCount(ProcessorId.UsableCpuCount));
+        }
+
         foreach (ProcessorIdCandidate c in ladder)
         {
-            if (c.Available && c.Strategy != ProcessorIdStrategy.ManagedThreadId && c.NanosecondsPerCall <= best * TieFactor)
+            if (Exact(c) && c.NanosecondsPerCall <= best * TieFactor)
             {
                 string why = $"fastest validated strategy ({c.NanosecondsPerCall:0.00} ns; best {best:0.00} ns, ties within {TieFactor:0.00}x go to the earlier rung)";
                 return new ProcessorIdSelection(c.Strategy, refusal + why, ladder, ProcessorId.ComputeSlotCount(ProcessorId.UsableCpuCount));
@@ -151,6 +163,7 @@ internal sealed unsafe class ProcessorIdLadder
             ProcessorIdStrategy.Rdtscp => (int)(((delegate* unmanaged[SuppressGCTransition]<uint>)RdtscpStub)() & 0xFFF),
             ProcessorIdStrategy.SchedGetCpu => Libc.SchedGetCpu(),
             ProcessorIdStrategy.CurrentProcessorId => Thread.GetCurrentProcessorId(),
+            ProcessorIdStrategy.CachedCpuId => CachedCpuId.Read(),
             _ => Environment.CurrentManagedThreadId,
         };
     }
@@ -425,6 +438,13 @@ internal sealed unsafe class ProcessorIdLadder
                 for (int i = 0; i < calls; i++)
                 {
                     sink += map.Map(Thread.GetCurrentProcessorId());
+                }
+
+                break;
+            case ProcessorIdStrategy.CachedCpuId:
+                for (int i = 0; i < calls; i++)
+                {
+                    sink += map.Map(CachedCpuId.Read());
                 }
 
                 break;

@@ -29,6 +29,7 @@ internal static class Contention
         Console.WriteLine($"# PerCpu contention harness: suite {suite}, {rounds} rounds x {ms} ms, threads {string.Join(",", threads)}");
         Console.WriteLine($"# {Environment.MachineName}: {cores} logical CPUs, {RuntimeInformationText()}");
         Console.WriteLine($"# {ProcessorId.Selection.ToString().Replace("\n", "\n# ", StringComparison.Ordinal)}");
+        Console.WriteLine($"# write path: {ProcessorId.WritePath} ({ProcessorId.WritePathDetail})");
 
         var cases = new List<Case>();
         var ratios = new List<(string Name, string Numerator, string Denominator)>();

@@ -35,6 +35,15 @@ internal static class Plots
             Write(Path.Combine(docs, "endtoend-p99.svg"), BarChart("End to end: p99 latency, ms (median of rounds)", Noise, rows, 5, "ms"));
         }
 
+        string hosting = Latest(results, "hosting.csv");
+        if (File.Exists(hosting))
+        {
+            List<string[]> rows = [.. File.ReadLines(hosting).Skip(1).Select(l => l.Split(','))];
+            string[] names = [.. rows.Select(r => r[2]).Distinct()];
+            Write(Path.Combine(docs, "hosting-ns-per-request.svg"), BarChart(
+                "In-process hosting pipeline: ns per request (BenchmarkDotNet median)", "no sockets: IHttpApplication driven directly; all-cores figure is wall time per request with 2 threads", rows, 3, "ns", names));
+        }
+
         Console.WriteLine($"wrote SVG plots to {docs}/ from {results}/");
         return 0;
     }
@@ -80,11 +89,11 @@ internal static class Plots
         return End(svg);
     }
 
-    private static string BarChart(string title, string subtitle, List<string[]> rows, int column, string unit)
+    private static string BarChart(string title, string subtitle, List<string[]> rows, int column, string unit, string[]? variantNames = null)
     {
         const int W = 760, H = 400, L = 70, R = 20, T = 40, B = 110;
         string[] shapes = [.. rows.Select(r => r[1]).Distinct()];
-        string[] variants = ["none", "percpu", "otel", "promnet"];
+        string[] variants = variantNames ?? ["none", "percpu", "otel", "promnet"];
         var medians = variants.SelectMany(v => shapes.Select(s => (v, s, Statistics.Median([.. rows.Where(r => r[2] == v && r[1] == s).Select(r => double.Parse(r[column], CultureInfo.InvariantCulture))]))))
             .ToDictionary(x => (x.v, x.s), x => x.Item3);
         double max = Nice(medians.Values.Where(double.IsFinite).Max() * 1.15);
@@ -108,7 +117,7 @@ internal static class Plots
 
         for (int v = 0; v < variants.Length; v++)
         {
-            Legend(svg, L + (v * 170), H - B + 45, s_colors[v], variants[v]);
+            Legend(svg, L + (v * (W - L) / variants.Length), H - B + 45, s_colors[v], variants[v]);
         }
 
         return End(svg);

@@ -221,7 +221,7 @@ public sealed class ProcessorIdTests
         }
 
         ProcessorIdSelection selection = ladder.Select(ProcessorIdStrategy.Auto, "test");
-        Assert.Contains(selection.Strategy, new[] { ProcessorIdStrategy.SchedGetCpu, ProcessorIdStrategy.CurrentProcessorId });
+        Assert.Contains(selection.Strategy, new[] { ProcessorIdStrategy.SchedGetCpu, ProcessorIdStrategy.CurrentProcessorId, ProcessorIdStrategy.CachedCpuId });
     }
 
     [Fact]

@@ -386,7 +386,8 @@ public sealed class HistogramTests
         Assert.Equal(h.ReadCells(vectorized: false), h.ReadCells(vectorized: true));
     }
 
-    private static void AssertSame(HistogramSnapshot expected, HistogramSnapshot actual)
+    /// <summary>Every count, bucket and statistic of two snapshots equal (also used by the rseq write tests).</summary>
+    internal static void AssertSame(HistogramSnapshot expected, HistogramSnapshot actual)
     {
         Assert.Equal(expected.Count, actual.Count);
         Assert.Equal(expected.Sum, actual.Sum);

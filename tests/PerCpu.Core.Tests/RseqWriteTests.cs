@@ -116,8 +116,8 @@ public sealed partial class RseqWriteTests
             }
         }
 
-        AssertSame(referenceValues.Snapshot(), histogram.Snapshot());
-        AssertSame(referenceTicks.Snapshot(), ticks.Snapshot());
+        HistogramTests.AssertSame(referenceValues.Snapshot(), histogram.Snapshot());
+        HistogramTests.AssertSame(referenceTicks.Snapshot(), ticks.Snapshot());
     }
 
     /// <summary>
@@ -250,20 +250,6 @@ public sealed partial class RseqWriteTests
         }, () => Thread.Sleep(5));
         long total = cells.Sum(c => c![0]);
         return ((long)WidenedThreads * Adds - total, aborts);
-    }
-
-    private static void AssertSame(HistogramSnapshot expected, HistogramSnapshot actual)
-    {
-        Assert.Equal(expected.Count, actual.Count);
-        Assert.Equal(expected.ExponentialCounts, actual.ExponentialCounts);
-        Assert.Equal(expected.CumulativeCounts, actual.CumulativeCounts);
-        Assert.Equal(expected.ZeroCount, actual.ZeroCount);
-        Assert.Equal(expected.Underflow, actual.Underflow);
-        Assert.Equal(expected.Overflow, actual.Overflow);
-        Assert.Equal(expected.Invalid, actual.Invalid);
-        Assert.Equal(expected.Sum, actual.Sum);
-        Assert.Equal(expected.Min, actual.Min);
-        Assert.Equal(expected.Max, actual.Max);
     }
 
     private static void SkipUnlessRseq()

@@ -13,7 +13,7 @@ namespace PerCpu;
 /// merge the shards.
 /// </summary>
 /// <remarks>
-/// <para><b>Shards</b>: one padded <c>long[]</c> per CPU slot (see <see cref="HistogramLayout"/> for the cells and the exact
+/// <para><b>Shards</b>: one padded <c>long[]</c> per CPU slot, plus one shared by threads that cannot take an rseq section (see <see cref="HistogramLayout"/> for the cells and the exact
 /// size: 2048 bytes at the defaults), allocated the first time a thread records from that slot. Layout of a shard: 128
 /// bytes of padding, eleven scalar cells (sum, tick sum, min, max, delta min, delta max, tick-sum carry, invalid, zero,
 /// underflow, overflow), the exponential buckets, one split cell per explicit boundary, 104 bytes of padding.</para>

@@ -57,8 +57,9 @@ public static unsafe class ProcessorId
     public static string WritePathDetail => RseqWrites.Detail;
 
     /// <summary>
-    /// Shard slots per instrument: the processor count rounded up to a power of two (at most 4096).
-    /// Memory of an instrument is bounded by this number times its per-slot size.
+    /// Shard slots per instrument: the processor count rounded up to a power of two (at most 4096). Instruments keep one
+    /// slot more, the shared cell of threads that cannot take an rseq section (see <see cref="WritePath"/>), so the memory
+    /// of an instrument is bounded by this number plus one, times its per-slot size.
     /// </summary>
     public static int SlotCount => s_map.SlotCount;
 

@@ -196,14 +196,7 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
             store.CountOverflow();
         }
 
-        if (store.Exemplars)
-        {
-            series.Duration.RecordTicks(elapsed, Activity.Current); // an exemplar when the request's activity is sampled
-        }
-        else
-        {
-            series.Duration.RecordTicks(elapsed);
-        }
+        series.Duration.RecordTicks(elapsed, store.Exemplars ? Activity.Current : null); // an exemplar when the activity is sampled
 
         endpoint.Requests.Increment();
     }

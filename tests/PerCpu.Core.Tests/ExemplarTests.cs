@@ -79,63 +79,65 @@ public sealed class ExemplarTests
     }
 
     /// <summary>
-    /// 16 writers (8x the cores here) store exemplars whose trace id encodes the value, into a few buckets, while a
-    /// reader checks every exemplar it reads: an exemplar mixing two records (a torn read) would break the encoding.
+    /// 16 writers (8x the cores here) store exemplars whose trace id encodes the value, into a few buckets, while the
+    /// test thread reads and checks every exemplar it sees: an exemplar mixing two records (a torn read) would break the
+    /// encoding. Writers keep going past their quota until the reader has checked enough exemplars (bounded in time),
+    /// so reads really overlap writes even when the scheduler lets the writers finish first.
     /// </summary>
     [Fact]
-    public async Task ConcurrentWritersAndReader_NeverSeeATornExemplar()
+    public void ConcurrentWritersAndReader_NeverSeeATornExemplar()
     {
         var h = new PerCpuHistogram();
-        const int Writers = 16, PerWriter = 50_000;
+        const int Writers = 16, PerWriter = 50_000, WantChecked = 2_000;
         double[] values = [0.003, 0.02, 0.07, 0.3, 4, 50];
-        using var done = new CancellationTokenSource();
-        long reads = 0, checkedExemplars = 0;
-        var reader = Task.Run(() =>
-        {
-            var perBucket = new HistogramExemplar[Layout.ExplicitBoundaries.Count + 1];
-            Span<byte> id = stackalloc byte[16];
-            Span<byte> span = stackalloc byte[8];
-            while (!done.IsCancellationRequested)
-            {
-                h.ReadExemplars(perBucket);
-                reads++;
-                foreach (HistogramExemplar e in perBucket)
-                {
-                    if (!e.HasValue)
-                    {
-                        continue;
-                    }
+        double[] boundaries = [.. Layout.ExplicitBoundaries];
+        var perBucket = new HistogramExemplar[boundaries.Length + 1];
+        long written = 0, checkedExemplars = 0;
+        var limit = Stopwatch.StartNew();
 
-                    e.CopyTraceId(id);
-                    double encoded = BitConverter.Int64BitsToDouble(BinaryPrimitives.ReadInt64BigEndian(id));
-                    long writer = BinaryPrimitives.ReadInt64BigEndian(id[8..]);
-                    e.CopySpanId(span);
-                    Assert.Equal(encoded, e.Value);
-                    Assert.Equal(writer, BinaryPrimitives.ReadInt64BigEndian(span));
-                    Assert.Equal(Array.BinarySearch([.. Layout.ExplicitBoundaries], e.Value) is int i && i >= 0 ? i : ~Array.BinarySearch([.. Layout.ExplicitBoundaries], e.Value), e.BucketIndex);
-                    checkedExemplars++;
-                }
-            }
-        });
-
-        Parallel.For(0, Writers, new ParallelOptions { MaxDegreeOfParallelism = Writers }, w =>
+        int reads = Stress.WritersWhileReading(Writers, w =>
         {
             Span<byte> trace = stackalloc byte[16];
             Span<byte> span = stackalloc byte[8];
-            for (int i = 0; i < PerWriter; i++)
+            long mine = 0;
+            for (int i = 0; i < PerWriter || (Volatile.Read(ref checkedExemplars) < WantChecked && limit.Elapsed < TimeSpan.FromSeconds(30)); i++)
             {
                 double v = values[(i + w) % values.Length] * (1 + (w * 1e-6));
                 BinaryPrimitives.WriteInt64BigEndian(trace, BitConverter.DoubleToInt64Bits(v));
                 BinaryPrimitives.WriteInt64BigEndian(trace[8..], w + 1);
                 BinaryPrimitives.WriteInt64BigEndian(span, w + 1);
                 h.Record(v, new ActivityContext(ActivityTraceId.CreateFromBytes(trace), ActivitySpanId.CreateFromBytes(span), ActivityTraceFlags.Recorded));
+                mine++;
+            }
+
+            Interlocked.Add(ref written, mine);
+        }, () =>
+        {
+            Span<byte> id = stackalloc byte[16];
+            Span<byte> span = stackalloc byte[8];
+            h.ReadExemplars(perBucket);
+            foreach (HistogramExemplar e in perBucket)
+            {
+                if (!e.HasValue)
+                {
+                    continue;
+                }
+
+                e.CopyTraceId(id);
+                double encoded = BitConverter.Int64BitsToDouble(BinaryPrimitives.ReadInt64BigEndian(id));
+                long writer = BinaryPrimitives.ReadInt64BigEndian(id[8..]);
+                e.CopySpanId(span);
+                Assert.Equal(encoded, e.Value);
+                Assert.Equal(writer, BinaryPrimitives.ReadInt64BigEndian(span));
+                int i = Array.BinarySearch(boundaries, e.Value);
+                Assert.Equal(i >= 0 ? i : ~i, e.BucketIndex);
+                Volatile.Write(ref checkedExemplars, checkedExemplars + 1);
             }
         });
-        done.Cancel();
-        await reader;
 
-        Assert.Equal(Writers * PerWriter, h.Snapshot().Count);
+        Assert.True(written >= (long)Writers * PerWriter);
+        Assert.Equal(written, h.Snapshot().Count);
         Assert.Equal(values.Length, h.Snapshot().Exemplars.Count);
-        Assert.True(checkedExemplars > 0, $"the reader checked no exemplar in {reads} reads");
+        Assert.True(checkedExemplars >= WantChecked, $"the reader checked {checkedExemplars} exemplars in {reads} reads while writers ran");
     }
 }

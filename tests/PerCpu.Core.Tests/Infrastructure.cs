@@ -24,14 +24,21 @@ public static class Stress
     /// Starts <paramref name="threads"/> threads running <paramref name="write"/>(thread index), released together by a
     /// barrier; calls <paramref name="read"/> in a loop on the calling thread until every writer is done; joins them.
     /// </summary>
+    /// <remarks>
+    /// A writer that finishes waits (up to 30 s) until at least one read has completed, so a scheduler that runs every
+    /// writer to the end before the reading thread gets a core still yields at least one read with writers alive.
+    /// </remarks>
     /// <returns>How many reads ran while writers were still running.</returns>
     public static int WritersWhileReading(int threads, Action<int> write, Action read)
     {
         using var start = new Barrier(threads + 1);
+        int reads = 0;
+        bool readerGone = false;
         Thread[] writers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
         {
             start.SignalAndWait();
             write(t);
+            SpinWait.SpinUntil(() => Volatile.Read(ref reads) > 0 || Volatile.Read(ref readerGone), TimeSpan.FromSeconds(30));
         })).ToArray();
         foreach (Thread w in writers)
         {
@@ -39,11 +46,17 @@ public static class Stress
         }
 
         start.SignalAndWait();
-        int reads = 0;
-        while (writers.Any(w => w.IsAlive))
+        try
         {
-            read();
-            reads++;
+            while (writers.Any(w => w.IsAlive))
+            {
+                read();
+                Volatile.Write(ref reads, reads + 1);
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref readerGone, true); // a failed read releases the writers at once
         }
 
         foreach (Thread w in writers)

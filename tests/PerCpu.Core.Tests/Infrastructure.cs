@@ -25,8 +25,9 @@ public static class Stress
     /// barrier; calls <paramref name="read"/> in a loop on the calling thread until every writer is done; joins them.
     /// </summary>
     /// <remarks>
-    /// A writer that finishes waits (up to 30 s) until at least one read has completed, so a scheduler that runs every
-    /// writer to the end before the reading thread gets a core still yields at least one read with writers alive.
+    /// A writer that finishes waits (up to 30 s) until at least two reads have completed, so a scheduler that runs every
+    /// writer to the end before the reading thread gets a core still yields reads with writers alive (two, because the
+    /// collect test needs a delta between collects).
     /// </remarks>
     /// <returns>How many reads ran while writers were still running.</returns>
     public static int WritersWhileReading(int threads, Action<int> write, Action read)
@@ -38,7 +39,7 @@ public static class Stress
         {
             start.SignalAndWait();
             write(t);
-            SpinWait.SpinUntil(() => Volatile.Read(ref reads) > 0 || Volatile.Read(ref readerGone), TimeSpan.FromSeconds(30));
+            SpinWait.SpinUntil(() => Volatile.Read(ref reads) >= 2 || Volatile.Read(ref readerGone), TimeSpan.FromSeconds(30));
         })).ToArray();
         foreach (Thread w in writers)
         {

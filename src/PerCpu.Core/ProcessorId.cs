@@ -132,7 +132,17 @@ public static unsafe class ProcessorId
     /// <summary>Whether <paramref name="strategy"/> passed detection and validation on this machine.</summary>
     /// <param name="strategy">The strategy.</param>
     /// <param name="detail">What detection found.</param>
-    public static bool IsAvailable(ProcessorIdStrategy strategy, out string detail) => s_ladder.IsAvailable(strategy, out detail);
+    /// <returns>False, with a detail that says so, for a value that is not a defined strategy.</returns>
+    public static bool IsAvailable(ProcessorIdStrategy strategy, out string detail)
+    {
+        if (!Enum.IsDefined(strategy))
+        {
+            detail = $"{(int)strategy} is not a {nameof(ProcessorIdStrategy)}";
+            return false;
+        }
+
+        return s_ladder.IsAvailable(strategy, out detail);
+    }
 
     /// <summary>Reads the raw id through <paramref name="strategy"/> regardless of the active one (tests, benchmarks).</summary>
     internal static int ReadWith(ProcessorIdStrategy strategy) => s_ladder.Read(strategy);
@@ -185,7 +195,7 @@ public static unsafe class ProcessorId
         ProcessorIdStrategy requested = ProcessorIdStrategy.Auto;
         string? env = Environment.GetEnvironmentVariable(EnvironmentVariable);
         string? envProblem = null;
-        if (!string.IsNullOrWhiteSpace(env) && !Enum.TryParse(env.Trim(), ignoreCase: true, out requested))
+        if (!string.IsNullOrWhiteSpace(env) && !TryParseName(env.Trim(), out requested))
         {
             envProblem = $"{EnvironmentVariable}='{env}' is not a strategy name ({string.Join(", ", Enum.GetNames<ProcessorIdStrategy>())}); chose automatically";
             requested = ProcessorIdStrategy.Auto;
@@ -200,6 +210,25 @@ public static unsafe class ProcessorId
         s_rseqField = s_ladder.RseqFieldOffset(selection.Strategy);
         s_selection = selection;
         return selection.Strategy;
+    }
+
+    /// <summary>
+    /// A strategy by its name only (case-insensitive): <see cref="Enum.TryParse{TEnum}(string, bool, out TEnum)"/> also takes
+    /// numbers (<c>42</c>, an undefined strategy) and comma lists (<c>Rdpid, Rdtscp</c>, which it ORs into another one).
+    /// </summary>
+    internal static bool TryParseName(string text, out ProcessorIdStrategy strategy)
+    {
+        foreach (ProcessorIdStrategy candidate in Enum.GetValues<ProcessorIdStrategy>())
+        {
+            if (string.Equals(candidate.ToString(), text, StringComparison.OrdinalIgnoreCase))
+            {
+                strategy = candidate;
+                return true;
+            }
+        }
+
+        strategy = ProcessorIdStrategy.Auto;
+        return false;
     }
 
     private static void Activate(ProcessorIdSelection selection)

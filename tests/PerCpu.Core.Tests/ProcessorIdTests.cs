@@ -301,15 +301,28 @@ public sealed class ProcessorIdTests
         Assert.Contains("EXPECT_SLOTS verified", r.Output, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void ChildProcess_BadEnvironmentVariable_ChoosesAutomaticallyAndSaysWhy()
+    [Theory]
+    [InlineData("warp-drive")]
+    [InlineData("42")] // Enum.TryParse takes numbers: an undefined strategy, then TypeInitializationException everywhere
+    [InlineData("-1")]
+    [InlineData("Rdpid, Rdtscp")] // Enum.TryParse ORs a comma list: 3 | 4 = ManagedThreadId, silently
+    public void ChildProcess_BadEnvironmentVariable_ChoosesAutomaticallyAndSaysWhy(string value)
     {
         ChildRun.Result r = ChildRun.Run(
-            new Dictionary<string, string> { [ProcessorId.EnvironmentVariable] = "warp-drive", ["PERCPU_EXPECT_REASON"] = "is not a strategy name" },
+            new Dictionary<string, string> { [ProcessorId.EnvironmentVariable] = value, ["PERCPU_EXPECT_REASON"] = "is not a strategy name" },
             "-method", $"{typeof(ChildProcessProbe).FullName}.{nameof(ChildProcessProbe.ReportsExpectations)}");
 
         Assert.True(r.ExitCode == 0 && r.Failed == 0 && r.Total == 1, r.Output);
         Assert.Contains("EXPECT_REASON verified", r.Output, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(42)]
+    [InlineData(-1)]
+    public void IsAvailable_UndefinedStrategy_IsFalseAndSaysSo(int value)
+    {
+        Assert.False(ProcessorId.IsAvailable((ProcessorIdStrategy)value, out string detail));
+        Assert.Contains("is not a ProcessorIdStrategy", detail, StringComparison.Ordinal);
     }
 
     internal static void SkipUnlessAvailable(ProcessorIdStrategy strategy, [CallerMemberName] string? caller = null)

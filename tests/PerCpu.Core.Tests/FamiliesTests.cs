@@ -17,6 +17,9 @@ internal sealed class CollectingWriter : IMetricsWriter
 
     public long Invalid { get; private set; }
 
+    /// <summary>Every point written, in order, duplicates included.</summary>
+    public List<(string Family, string Labels)> Written { get; } = [];
+
     public static string Key(MetricLabels labels) => string.Join(",", labels.Names.Zip(labels.Values, (n, v) => n + "=" + v));
 
     public void BeginFamily(MetricDescriptor descriptor)
@@ -25,9 +28,13 @@ internal sealed class CollectingWriter : IMetricsWriter
         Families.Add(descriptor);
     }
 
-    public void WritePoint(MetricLabels labels, double value) => Points[(_current!.Name, Key(labels))] = value;
+    public void WritePoint(MetricLabels labels, double value)
+    {
+        Points[(_current!.Name, Key(labels))] = value;
+        Written.Add((_current.Name, Key(labels)));
+    }
 
-    public void WritePoint(MetricLabels labels, long value) => Points[(_current!.Name, Key(labels))] = value;
+    public void WritePoint(MetricLabels labels, long value) => WritePoint(labels, (double)value);
 
     public void WriteHistogram(MetricLabels labels, PerCpuHistogram histogram)
     {
@@ -94,6 +101,22 @@ public sealed class NamingTests
         Assert.DoesNotContain("shop_dup 2", s, StringComparison.Ordinal);
         Assert.Contains("percpu_metric_name_conflicts_total 1\n", s, StringComparison.Ordinal);
         Assert.Equal(1, w.NameConflicts);
+    }
+}
+
+public sealed class TextWriterTests
+{
+    [Fact]
+    public void HelpText_IsEscapedAsEachFormatAsks()
+    {
+        var registry = new MetricRegistry();
+        registry.CreateCounter("c", null, "say \"hi\" \\ and\nmore").WithLabels().Increment();
+        string open = PrometheusTextWriter.WriteToString(registry, openMetrics: true);
+        string text = PrometheusTextWriter.WriteToString(registry, openMetrics: false);
+
+        // OpenMetrics escapes backslash, newline and double quote in # HELP; the 0.0.4 text format the first two only.
+        Assert.Contains("# HELP c say \\\"hi\\\" \\\\ and\\nmore\n", open, StringComparison.Ordinal);
+        Assert.Contains("# HELP c_total say \"hi\" \\\\ and\\nmore\n", text, StringComparison.Ordinal);
     }
 }
 

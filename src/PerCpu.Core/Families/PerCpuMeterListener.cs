@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
@@ -59,13 +60,13 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
             InstrumentPublished = OnPublished,
             MeasurementsCompleted = OnCompleted,
         };
-        _listener.SetMeasurementEventCallback<byte>(static (i, v, t, s) => ((Aggregator)s!).RecordLong(v, t));
-        _listener.SetMeasurementEventCallback<short>(static (i, v, t, s) => ((Aggregator)s!).RecordLong(v, t));
-        _listener.SetMeasurementEventCallback<int>(static (i, v, t, s) => ((Aggregator)s!).RecordLong(v, t));
-        _listener.SetMeasurementEventCallback<long>(static (i, v, t, s) => ((Aggregator)s!).RecordLong(v, t));
-        _listener.SetMeasurementEventCallback<float>(static (i, v, t, s) => ((Aggregator)s!).RecordDouble(v, t));
-        _listener.SetMeasurementEventCallback<double>(static (i, v, t, s) => ((Aggregator)s!).RecordDouble(v, t));
-        _listener.SetMeasurementEventCallback<decimal>(static (i, v, t, s) => ((Aggregator)s!).RecordDouble((double)v, t));
+        _listener.SetMeasurementEventCallback<byte>(static (i, v, t, s) => RecordLong((Recorder)s!, v, t));
+        _listener.SetMeasurementEventCallback<short>(static (i, v, t, s) => RecordLong((Recorder)s!, v, t));
+        _listener.SetMeasurementEventCallback<int>(static (i, v, t, s) => RecordLong((Recorder)s!, v, t));
+        _listener.SetMeasurementEventCallback<long>(static (i, v, t, s) => RecordLong((Recorder)s!, v, t));
+        _listener.SetMeasurementEventCallback<float>(static (i, v, t, s) => RecordDouble((Recorder)s!, v, t));
+        _listener.SetMeasurementEventCallback<double>(static (i, v, t, s) => RecordDouble((Recorder)s!, v, t));
+        _listener.SetMeasurementEventCallback<decimal>(static (i, v, t, s) => RecordDouble((Recorder)s!, (double)v, t));
         _listener.Start();
     }
 
@@ -185,26 +186,29 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         }
 
         bool integer = instrument.GetType().GetGenericArguments() is [Type t] && (t == typeof(byte) || t == typeof(short) || t == typeof(int) || t == typeof(long));
-        Aggregator aggregator;
+        Recorder recorder;
         lock (_lock)
         {
-            if (!_byDescriptor.TryGetValue(descriptor, out aggregator!))
+            if (!_byDescriptor.TryGetValue(descriptor, out Aggregator? aggregator))
             {
                 aggregator = instrument.IsObservable
-                    ? new ObservableAggregator(descriptor, _maxSeries, this)
+                    ? new ObservableAggregator(descriptor, _maxSeries, this, sums: type != MetricType.Gauge)
                     : type.Value switch
                     {
                         MetricType.Histogram => new HistogramAggregator(descriptor, _maxSeries, this, LayoutOf(instrument)),
                         MetricType.Gauge => new GaugeAggregator(descriptor, _maxSeries, this),
-                        _ when integer => new LongSumAggregator(descriptor, _maxSeries, this, monotonic: type == MetricType.Counter),
-                        _ => new DoubleSumAggregator(descriptor, _maxSeries, this, monotonic: type == MetricType.Counter),
+                        _ => new SumAggregator(descriptor, _maxSeries, this, monotonic: type == MetricType.Counter),
                     };
                 _byDescriptor.Add(descriptor, aggregator);
                 _ordered.Add(aggregator);
             }
+
+            // Counter<long> and Counter<double> of one name each add exactly: integers into long cells, fractions into
+            // double cells, one family summing both.
+            recorder = aggregator is SumAggregator sum ? sum.PartFor(integer) : aggregator;
         }
 
-        listener.EnableMeasurementEvents(instrument, aggregator);
+        listener.EnableMeasurementEvents(instrument, recorder);
     }
 
     private void OnCompleted(Instrument instrument, object? state)
@@ -256,76 +260,158 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
     private void CountInvalid() => Interlocked.Increment(ref _invalid);
 
+    /// <summary>One measurement; a tag value whose <c>ToString()</c> throws makes it invalid, never the caller's exception.</summary>
+    private static void RecordLong(Recorder recorder, long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        try
+        {
+            recorder.RecordLong(value, tags);
+        }
+        catch (Exception)
+        {
+            recorder.Owner.CountInvalid();
+        }
+    }
+
+    private static void RecordDouble(Recorder recorder, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        try
+        {
+            recorder.RecordDouble(value, tags);
+        }
+        catch (Exception)
+        {
+            recorder.Owner.CountInvalid();
+        }
+    }
+
     private int Generation => Volatile.Read(ref _generation);
 
-    private abstract class Aggregator(MetricDescriptor descriptor)
+    /// <summary>Where an instrument's measurements go (the state the listener passes back with each measurement).</summary>
+    private abstract class Recorder(PerCpuMeterListener owner)
     {
-        public MetricDescriptor Descriptor { get; } = descriptor;
+        public PerCpuMeterListener Owner { get; } = owner;
 
         public abstract void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags);
 
         public abstract void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags);
+    }
+
+    /// <summary>One family: its series, written at collection.</summary>
+    private abstract class Aggregator(MetricDescriptor descriptor, PerCpuMeterListener owner) : Recorder(owner)
+    {
+        public MetricDescriptor Descriptor { get; } = descriptor;
 
         public abstract void Write(IMetricsWriter writer, int generation);
     }
 
-    private sealed class LongSumAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, bool monotonic) : Aggregator(descriptor)
+    /// <summary>
+    /// A counter or up-down counter family. Integer instruments add into <see cref="PerCpuUpDownCounter"/> cells, floating
+    /// ones into <see cref="PerCpuDouble"/> cells; where instruments of both kinds share the name, each tag set's point
+    /// is the sum of both, so neither truncates the other.
+    /// </summary>
+    private sealed class SumAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, bool monotonic) : Aggregator(descriptor, owner)
     {
-        private readonly TagSeriesTable<PerCpuUpDownCounter> _series = new(max, static () => new PerCpuUpDownCounter());
+        private LongPart? _long;
+        private DoublePart? _double;
 
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
-        {
-            if (monotonic && value < 0)
-            {
-                owner.CountInvalid();
-                return;
-            }
+        /// <summary>The part an instrument writes to; called under the listener's lock.</summary>
+        public Recorder PartFor(bool integer) => integer
+            ? _long ??= new LongPart(max, Owner, monotonic)
+            : _double ??= new DoublePart(max, Owner, monotonic);
 
-            _series.Find(tags).Add(value);
-        }
+        public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => PartFor(integer: true).RecordLong(value, tags);
 
-        public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => RecordLong((long)value, tags);
+        public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => PartFor(integer: false).RecordDouble(value, tags);
 
         public override void Write(IMetricsWriter writer, int generation)
         {
+            LongPart? longs = Volatile.Read(ref _long);
+            DoublePart? doubles = Volatile.Read(ref _double);
             writer.BeginFamily(Descriptor);
-            foreach ((MetricLabels labels, PerCpuUpDownCounter c) in _series.Snapshot())
+            if (doubles is null)
             {
-                writer.WritePoint(labels, c.Sum());
+                foreach ((MetricLabels labels, PerCpuUpDownCounter c) in longs?.Series.Snapshot() ?? [])
+                {
+                    writer.WritePoint(labels, c.Sum());
+                }
+
+                return;
+            }
+
+            if (longs is null)
+            {
+                foreach ((MetricLabels labels, PerCpuDouble c) in doubles.Series.Snapshot())
+                {
+                    writer.WritePoint(labels, c.Sum());
+                }
+
+                return;
+            }
+
+            // Both kinds (rare): join the two tables' series by their exposed labels.
+            var fractions = new Dictionary<string, (MetricLabels Labels, double Value)>(StringComparer.Ordinal);
+            foreach ((MetricLabels labels, PerCpuDouble c) in doubles.Series.Snapshot())
+            {
+                fractions[Key(labels)] = (labels, c.Sum());
+            }
+
+            foreach ((MetricLabels labels, PerCpuUpDownCounter c) in longs.Series.Snapshot())
+            {
+                string key = Key(labels);
+                double fraction = fractions.Remove(key, out (MetricLabels Labels, double Value) f) ? f.Value : 0;
+                writer.WritePoint(labels, c.Sum() + fraction);
+            }
+
+            foreach ((MetricLabels labels, double value) in fractions.Values)
+            {
+                writer.WritePoint(labels, value);
+            }
+        }
+
+        private static string Key(MetricLabels labels) => string.Join('\u0001', labels.Names) + "\u0000" + string.Join('\u0001', labels.Values);
+
+        private sealed class LongPart(int max, PerCpuMeterListener owner, bool monotonic) : Recorder(owner)
+        {
+            public TagSeriesTable<PerCpuUpDownCounter> Series { get; } = new(max, static () => new PerCpuUpDownCounter());
+
+            [MethodImpl(MethodImplOptions.AggressiveInlining)]
+            public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+            {
+                if (monotonic && value < 0)
+                {
+                    Owner.CountInvalid();
+                    return;
+                }
+
+                Series.Find(tags).Add(value);
+            }
+
+            public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags) =>
+                throw new UnreachableException("integer instruments record longs");
+        }
+
+        private sealed class DoublePart(int max, PerCpuMeterListener owner, bool monotonic) : Recorder(owner)
+        {
+            public TagSeriesTable<PerCpuDouble> Series { get; } = new(max, static () => new PerCpuDouble());
+
+            public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => RecordDouble(value, tags);
+
+            [MethodImpl(MethodImplOptions.AggressiveInlining)]
+            public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+            {
+                if (!double.IsFinite(value) || (monotonic && value < 0))
+                {
+                    Owner.CountInvalid();
+                    return;
+                }
+
+                Series.Find(tags).Add(value);
             }
         }
     }
 
-    private sealed class DoubleSumAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, bool monotonic) : Aggregator(descriptor)
-    {
-        private readonly TagSeriesTable<PerCpuDouble> _series = new(max, static () => new PerCpuDouble());
-
-        public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => RecordDouble(value, tags);
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
-        {
-            if (!double.IsFinite(value) || (monotonic && value < 0))
-            {
-                owner.CountInvalid();
-                return;
-            }
-
-            _series.Find(tags).Add(value);
-        }
-
-        public override void Write(IMetricsWriter writer, int generation)
-        {
-            writer.BeginFamily(Descriptor);
-            foreach ((MetricLabels labels, PerCpuDouble c) in _series.Snapshot())
-            {
-                writer.WritePoint(labels, c.Sum());
-            }
-        }
-    }
-
-    private sealed class HistogramAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, HistogramLayout layout) : Aggregator(descriptor)
+    private sealed class HistogramAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, HistogramLayout layout) : Aggregator(descriptor, owner)
     {
         private readonly TagSeriesTable<PerCpuHistogram> _series = new(max, () => new PerCpuHistogram(layout));
 
@@ -336,7 +422,6 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
         public override void Write(IMetricsWriter writer, int generation)
         {
-            _ = owner;
             writer.BeginFamily(Descriptor);
             foreach ((MetricLabels labels, PerCpuHistogram h) in _series.Snapshot())
             {
@@ -345,7 +430,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         }
     }
 
-    private sealed class GaugeAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner) : Aggregator(descriptor)
+    private sealed class GaugeAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner) : Aggregator(descriptor, owner)
     {
         private readonly TagSeriesTable<MetricGauge> _series = new(max, static () => new MetricGauge());
 
@@ -355,7 +440,6 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
         public override void Write(IMetricsWriter writer, int generation)
         {
-            _ = owner;
             writer.BeginFamily(Descriptor);
             foreach ((MetricLabels labels, MetricGauge g) in _series.Snapshot())
             {
@@ -364,14 +448,26 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         }
     }
 
-    /// <summary>Observable instruments report their current value (a cumulative total for counters) when collected.</summary>
-    private sealed class ObservableAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner) : Aggregator(descriptor)
+    /// <summary>
+    /// Observable instruments report their current value (a cumulative total for counters) when collected. A tag set
+    /// reported twice in one collection keeps its last value, as OpenTelemetry does; the overflow series of a counter or
+    /// up-down counter stands for many tag sets, so it sums what they report.
+    /// </summary>
+    private sealed class ObservableAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, bool sums) : Aggregator(descriptor, owner)
     {
         private readonly TagSeriesTable<Observed> _series = new(max, static () => new Observed());
 
-        public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).SetLong(value, owner.Generation);
+        public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            Observed o = _series.Find(tags);
+            o.Observe(value, Owner.Generation, sums && _series.IsOverflow(o));
+        }
 
-        public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).SetDouble(value, owner.Generation);
+        public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            Observed o = _series.Find(tags);
+            o.Observe(value, Owner.Generation, sums && _series.IsOverflow(o));
+        }
 
         public override void Write(IMetricsWriter writer, int generation)
         {
@@ -395,6 +491,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         }
     }
 
+    /// <summary>An observed value; written only by the collection that holds the listener's collect lock.</summary>
     private sealed class Observed
     {
         public int Generation;
@@ -402,18 +499,40 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         public long Long;
         public double Double;
 
-        public void SetLong(long value, int generation)
+        public void Observe(long value, int generation, bool add)
         {
+            if (add && Generation == generation)
+            {
+                if (IsLong)
+                {
+                    Long += value;
+                }
+                else
+                {
+                    Double += value;
+                }
+
+                return;
+            }
+
             IsLong = true;
             Long = value;
             Generation = generation;
         }
 
-        public void SetDouble(double value, int generation)
+        public void Observe(double value, int generation, bool add)
         {
+            if (add && Generation == generation)
+            {
+                Double = (IsLong ? Long : Double) + value;
+            }
+            else
+            {
+                Double = value;
+                Generation = generation;
+            }
+
             IsLong = false;
-            Double = value;
-            Generation = generation;
         }
     }
 }

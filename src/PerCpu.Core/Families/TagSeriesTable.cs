@@ -1,43 +1,51 @@
-using System.Globalization;
+using System.Buffers;
 using System.Runtime.CompilerServices;
 
 namespace PerCpu.Families;
 
 /// <summary>
 /// Finds the series of a tag set (a Meter API measurement's tags) without allocating: an open-addressing table read
-/// lock-free, written under a lock; tags in any order find the same series. Capped: beyond <c>max</c> series every new
-/// tag set gets the overflow series.
+/// lock-free, written under a lock. A series is its tag set as exposed: keys compared ordinally, values by their
+/// rendering (<see cref="TagValues"/>), so tags in any order, and a status code given as <see cref="int"/> or as
+/// <see cref="string"/>, find the same series; a key given twice in one measurement takes its last value, as
+/// OpenTelemetry does. Capped: beyond <c>max</c> series every new tag set gets the overflow series, found without a lock.
 /// </summary>
+/// <remarks>
+/// <para><b>Lookup</b>: a call site that passes the same tag objects again (literal keys and values, the usual case) finds
+/// its series through the entry its CPU slot found last, by reference comparisons alone. Otherwise the tag set is
+/// hashed (every character of every key and value, seeded per process, order-independent), the chain probed, and each
+/// candidate compared tag by tag.</para>
+/// <para><b>Reads while writers run</b>: <see cref="Snapshot"/> returns every series created before it was called; a
+/// series created meanwhile may or may not be in it. Series are never removed.</para>
+/// </remarks>
 internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
     where TSeries : class
 {
+    private const int RecentStride = 8;
+
     private readonly Lock _lock = new();
     private readonly List<Entry> _ordered = [];
     private Entry?[] _entries = new Entry?[16];
 
-    // The entry each CPU slot found last, one per 64-byte line (8 references apart): a call site that passes the same tag
-    // objects again (literal keys and values, the usual case) finds its series by six reference comparisons, without
-    // hashing. Written only by the CPU that owns the line, and only when its last entry changes.
+    // The entry each CPU slot found last, one per 64-byte line (8 references apart). Written only by the CPU that owns
+    // the line, and only when its last entry changes.
     private readonly Entry?[] _recent = new Entry?[ProcessorId.SlotCount * RecentStride];
-    private const int RecentStride = 8;
+    private readonly PerCpuCounter _overflowMeasurements = new();
     private TSeries? _noTags;
     private TSeries? _overflow;
-    private long _overflowMeasurements;
+    private int _count;
 
     /// <summary>Measurements recorded in the overflow series.</summary>
-    public long OverflowMeasurements => Volatile.Read(ref _overflowMeasurements);
+    public long OverflowMeasurements => _overflowMeasurements.Sum();
 
-    public int Count
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _ordered.Count;
-            }
-        }
-    }
+    /// <summary>The series created, the overflow series left out.</summary>
+    public int Count => Volatile.Read(ref _count);
 
+    /// <summary>Whether <paramref name="series"/> is the overflow series.</summary>
+    public bool IsOverflow(TSeries series) => ReferenceEquals(series, Volatile.Read(ref _overflow));
+
+    /// <summary>The series of <paramref name="tags"/>, created if needed (or the overflow series past the cap).</summary>
+    /// <exception cref="Exception">A tag value's <see cref="object.ToString"/> threw; nothing was created.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public TSeries Find(ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
@@ -47,7 +55,7 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
         }
 
         int recent = ProcessorId.GetCurrentSlot() * RecentStride;
-        if ((uint)recent < (uint)_recent.Length && _recent[recent] is { } last && SameObjects(last.Tags, tags))
+        if ((uint)recent < (uint)_recent.Length && _recent[recent] is { } last && SameObjects(last, tags))
         {
             return last.Series;
         }
@@ -63,7 +71,7 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
                 break;
             }
 
-            if (e.Hash == hash && Matches(e.Tags, tags))
+            if (e.Hash == hash && Matches(e, tags))
             {
                 if ((uint)recent < (uint)_recent.Length)
                 {
@@ -74,21 +82,62 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
             }
         }
 
-        return Add(hash, tags);
+        return Miss(hash, tags);
+    }
+
+    /// <summary>The series in creation order, then the overflow series if any.</summary>
+    public (MetricLabels Labels, TSeries Series)[] Snapshot()
+    {
+        lock (_lock)
+        {
+            var result = new (MetricLabels, TSeries)[_ordered.Count + (_overflow is null ? 0 : 1)];
+            for (int i = 0; i < _ordered.Count; i++)
+            {
+                result[i] = (_ordered[i].Labels, _ordered[i].Series);
+            }
+
+            if (_overflow is not null)
+            {
+                result[^1] = (MetricLabels.Overflow, _overflow);
+            }
+
+            return result;
+        }
+    }
+
+    /// <summary>The longest distance of an entry from its home slot (diagnostics, tests): how far a lookup probes at worst.</summary>
+    internal int LongestChain()
+    {
+        lock (_lock)
+        {
+            Entry?[] entries = _entries;
+            int mask = entries.Length - 1, longest = 0;
+            for (int i = 0; i < entries.Length; i++)
+            {
+                if (entries[i] is { } e)
+                {
+                    longest = Math.Max(longest, ((i - e.Hash) & mask) + 1);
+                }
+            }
+
+            return longest;
+        }
     }
 
     /// <summary>The same key and value objects in the same order: certainly the same tag set.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool SameObjects(KeyValuePair<string, object?>[] stored, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    private static bool SameObjects(Entry stored, ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
-        if (stored.Length != tags.Length)
+        string[] keys = stored.Keys;
+        object?[] raw = stored.Raw;
+        if (keys.Length != tags.Length || raw.Length != tags.Length)
         {
             return false;
         }
 
         for (int i = 0; i < tags.Length; i++)
         {
-            if (!ReferenceEquals(stored[i].Key, tags[i].Key) || !ReferenceEquals(stored[i].Value, tags[i].Value))
+            if (!ReferenceEquals(keys[i], tags[i].Key) || !ReferenceEquals(raw[i], tags[i].Value))
             {
                 return false;
             }
@@ -97,23 +146,128 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
         return true;
     }
 
-    /// <summary>The series in creation order, then the overflow series if any.</summary>
-    public (MetricLabels Labels, TSeries Series)[] Snapshot()
+    /// <summary>Whether <paramref name="tags"/> is the stored tag set: each stored key exactly once, each value rendering alike.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool Matches(Entry stored, ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
-        lock (_lock)
+        string[] keys = stored.Keys;
+        if (keys.Length != tags.Length || tags.Length > 64)
         {
-            var result = new List<(MetricLabels, TSeries)>(_ordered.Count + 1);
-            foreach (Entry e in _ordered)
+            return keys.Length == tags.Length && MatchesLarge(stored, tags);
+        }
+
+        ulong seen = 0;
+        for (int i = 0; i < tags.Length; i++)
+        {
+            string key = tags[i].Key ?? "";
+            int j = ReferenceEquals(keys[i], key) || string.Equals(keys[i], key, StringComparison.Ordinal) ? i : Array.IndexOf(keys, key);
+            if (j < 0 || (seen & (1UL << j)) != 0)
             {
-                result.Add((e.Labels, e.Series));
+                return false; // a key the series lacks, or one given twice (then it is not this series' tag set as given)
             }
 
-            if (_overflow is not null)
+            seen |= 1UL << j;
+            if (!TagValues.RendersAs(stored.Rendered[j], stored.Raw[j], tags[i].Value))
             {
-                result.Add((MetricLabels.Overflow, _overflow));
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)] // more than 64 tags: no bit set to spot a repeated key
+    private static bool MatchesLarge(Entry stored, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        if (HasDuplicateKeys(tags))
+        {
+            return false;
+        }
+
+        foreach (KeyValuePair<string, object?> tag in tags)
+        {
+            int j = Array.IndexOf(stored.Keys, tag.Key ?? "");
+            if (j < 0 || !TagValues.RendersAs(stored.Rendered[j], stored.Raw[j], tag.Value))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static bool HasDuplicateKeys(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        for (int i = 1; i < tags.Length; i++)
+        {
+            string key = tags[i].Key ?? "";
+            for (int j = 0; j < i; j++)
+            {
+                if (string.Equals(tags[j].Key ?? "", key, StringComparison.Ordinal))
+                {
+                    return true;
+                }
+            }
+        }
+
+        return false;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Hash(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        ulong sum = 0; // order-independent: a sum of per-tag hashes
+        foreach (KeyValuePair<string, object?> tag in tags)
+        {
+            sum += TagValues.TagHash(tag.Key, tag.Value);
+        }
+
+        return TagValues.Finish(sum);
+    }
+
+    /// <summary>No series matched: a key given twice, a new tag set, or one past the cap.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)] // the rare path, kept out of Find's inlined body
+    private TSeries Miss(int hash, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        if (HasDuplicateKeys(tags))
+        {
+            return FindLastWins(tags);
+        }
+
+        if (Volatile.Read(ref _count) >= max && Volatile.Read(ref _overflow) is { } overflow)
+        {
+            _overflowMeasurements.Increment();
+            return overflow;
+        }
+
+        return Add(hash, tags);
+    }
+
+    /// <summary>A key given more than once: its last value counts (OpenTelemetry's rule), at the key's first position.</summary>
+    private TSeries FindLastWins(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        KeyValuePair<string, object?>[] rented = ArrayPool<KeyValuePair<string, object?>>.Shared.Rent(tags.Length);
+        try
+        {
+            int n = 0;
+            foreach (KeyValuePair<string, object?> tag in tags)
+            {
+                string key = tag.Key ?? "";
+                int at = 0;
+                while (at < n && !string.Equals(rented[at].Key, key, StringComparison.Ordinal))
+                {
+                    at++;
+                }
+
+                rented[at] = new KeyValuePair<string, object?>(key, tag.Value);
+                n = Math.Max(n, at + 1);
             }
 
-            return [.. result];
+            return Find(rented.AsSpan(0, n));
+        }
+        finally
+        {
+            ArrayPool<KeyValuePair<string, object?>>.Shared.Return(rented, clearArray: true);
         }
     }
 
@@ -124,7 +278,8 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
             if (_noTags is null)
             {
                 TSeries series = create();
-                _ordered.Add(new Entry(0, [], MetricLabels.Empty, series));
+                _ordered.Add(new Entry(0, [], [], [], MetricLabels.Empty, series));
+                Volatile.Write(ref _count, _ordered.Count);
                 _noTags = series;
             }
 
@@ -134,6 +289,17 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
 
     private TSeries Add(int hash, ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
+        // Rendered before anything changes: a value whose ToString() throws leaves the table as it was.
+        string[] keys = new string[tags.Length];
+        object?[] raw = new object?[tags.Length];
+        string[] rendered = new string[tags.Length];
+        for (int i = 0; i < tags.Length; i++)
+        {
+            keys[i] = tags[i].Key ?? "";
+            raw[i] = tags[i].Value;
+            rendered[i] = TagValues.Render(tags[i].Value);
+        }
+
         lock (_lock)
         {
             Entry?[] entries = _entries;
@@ -141,7 +307,7 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
             int i = hash & mask;
             for (; entries[i] is { } e; i = (i + 1) & mask)
             {
-                if (e.Hash == hash && Matches(e.Tags, tags))
+                if (e.Hash == hash && Matches(e, tags))
                 {
                     return e.Series;
                 }
@@ -149,19 +315,23 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
 
             if (_ordered.Count >= max)
             {
-                Interlocked.Increment(ref _overflowMeasurements);
-                return _overflow ??= create();
+                _overflowMeasurements.Increment();
+                if (_overflow is null)
+                {
+                    Volatile.Write(ref _overflow, create());
+                }
+
+                return _overflow!;
             }
 
-            KeyValuePair<string, object?>[] copy = tags.ToArray();
-            var entry = new Entry(hash, copy, Labels(copy), create());
+            var entry = new Entry(hash, keys, raw, rendered, Labels(keys, raw, rendered), create());
             _ordered.Add(entry);
             if ((_ordered.Count + 1) * 2 > entries.Length)
             {
                 var grown = new Entry?[entries.Length * 2];
                 foreach (Entry old in _ordered)
                 {
-                    if (old.Tags.Length == 0)
+                    if (old.Keys.Length == 0)
                     {
                         continue;
                     }
@@ -182,130 +352,27 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
                 Volatile.Write(ref entries[i], entry);
             }
 
+            Volatile.Write(ref _count, _ordered.Count);
             return entry.Series;
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int Hash(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    /// <summary>The exposition labels: keys sorted (ordinal), values as rendered; typed values kept for OTLP.</summary>
+    private static MetricLabels Labels(string[] keys, object?[] raw, string[] rendered)
     {
-        // Order-independent: a sum of per-tag hashes, then mixed.
-        uint sum = 0;
-        foreach (KeyValuePair<string, object?> tag in tags)
-        {
-            uint h = StringHash(tag.Key) * 0x9E3779B1u;
-            h ^= ValueHash(tag.Value);
-            sum += h * 0x85EBCA77u;
-        }
-
-        sum ^= sum >> 15;
-        sum *= 0x2C1B3C6Du;
-        sum ^= sum >> 13;
-        return (int)sum;
+        int[] order = [.. Enumerable.Range(0, keys.Length).OrderBy(i => keys[i], StringComparer.Ordinal)];
+        return new MetricLabels(
+            [.. order.Select(i => keys[i])],
+            [.. order.Select(i => rendered[i])],
+            [.. order.Select(i => raw[i] is bool or int or long or short or byte or double or float ? raw[i]! : rendered[i])]);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint ValueHash(object? value) => value switch
-    {
-        null => 0,
-        string s => StringHash(s),
-        _ => (uint)value.GetHashCode(),
-    };
-
-    /// <summary>
-    /// A constant-time hash of a string: its length and four sampled characters. Equal strings hash equally, which is
-    /// all correctness needs (lookups compare the strings); strings that differ only elsewhere share a probe chain, at
-    /// worst as long as the series cap. Hashing every character (Marvin) cost more than the rest of a measurement.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint StringHash(string? s)
-    {
-        if (s is null)
-        {
-            return 0;
-        }
-
-        int n = s.Length;
-        if (n == 0)
-        {
-            return 1;
-        }
-
-        uint h = ((uint)n * 0x01000193u) ^ s[0];
-        h = (h * 0x01000193u) ^ s[n - 1];
-        h = (h * 0x01000193u) ^ s[n >> 1];
-        h = (h * 0x01000193u) ^ s[(n * 3) >> 2];
-        return h * 0x01000193u;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool Matches(KeyValuePair<string, object?>[] stored, ReadOnlySpan<KeyValuePair<string, object?>> tags)
-    {
-        if (stored.Length != tags.Length)
-        {
-            return false;
-        }
-
-        bool inOrder = true;
-        for (int i = 0; i < tags.Length; i++)
-        {
-            if (!string.Equals(stored[i].Key, tags[i].Key, StringComparison.Ordinal) || !ValueEquals(stored[i].Value, tags[i].Value))
-            {
-                inOrder = false;
-                break;
-            }
-        }
-
-        return inOrder || MatchesAnyOrder(stored, tags);
-    }
-
-    private static bool MatchesAnyOrder(KeyValuePair<string, object?>[] stored, ReadOnlySpan<KeyValuePair<string, object?>> tags)
-    {
-        foreach (KeyValuePair<string, object?> tag in tags)
-        {
-            bool found = false;
-            foreach (KeyValuePair<string, object?> s in stored)
-            {
-                if (string.Equals(s.Key, tag.Key, StringComparison.Ordinal))
-                {
-                    found = ValueEquals(s.Value, tag.Value);
-                    break;
-                }
-            }
-
-            if (!found)
-            {
-                return false;
-            }
-        }
-
-        return true;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool ValueEquals(object? a, object? b) =>
-        ReferenceEquals(a, b) || (a is string sa ? b is string sb && string.Equals(sa, sb, StringComparison.Ordinal) : Equals(a, b));
-
-    /// <summary>The exposition labels: keys sorted (ordinal), values as invariant strings.</summary>
-    private static MetricLabels Labels(KeyValuePair<string, object?>[] tags)
-    {
-        KeyValuePair<string, object?>[] sorted = [.. tags.OrderBy(t => t.Key, StringComparer.Ordinal)];
-        string[] values = [.. sorted.Select(t => t.Value switch
-        {
-            null => "",
-            string s => s,
-            bool b => b ? "true" : "false",
-            IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-            _ => t.Value.ToString() ?? "",
-        })];
-        object[] raw = [.. sorted.Select((t, i) => t.Value is bool or int or long or short or byte or double or float ? t.Value : values[i])];
-        return new MetricLabels([.. sorted.Select(t => t.Key ?? "")], values, raw);
-    }
-
-    private sealed class Entry(int hash, KeyValuePair<string, object?>[] tags, MetricLabels labels, TSeries series)
+    private sealed class Entry(int hash, string[] keys, object?[] raw, string[] rendered, MetricLabels labels, TSeries series)
     {
         public readonly int Hash = hash;
-        public readonly KeyValuePair<string, object?>[] Tags = tags;
+        public readonly string[] Keys = keys;
+        public readonly object?[] Raw = raw;
+        public readonly string[] Rendered = rendered;
         public readonly MetricLabels Labels = labels;
         public readonly TSeries Series = series;
     }

@@ -1,0 +1,190 @@
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+
+namespace PerCpu.Families;
+
+/// <summary>
+/// How a Meter API tag is identified: by its key and its value <em>as exposed</em> (the invariant string a scrape writes),
+/// so the value 200 given as <see cref="int"/>, <see cref="long"/>, <see cref="short"/> or <see cref="string"/> is one
+/// series, never four series that print the same labels. The hash covers every character of keys and values and is
+/// seeded per process, so values that arrive from requests cannot be chosen to share a probe chain.
+/// </summary>
+/// <remarks>
+/// The hash reads 16 bytes per step and folds a 64x64-bit product (the mixing step of wyhash), with a random 64-bit
+/// seed drawn once per process: a 26-character route costs four multiplies. Integers are hashed from their decimal
+/// digits, written on the stack, so an <see cref="int"/> 200 and the string "200" hash alike without allocating.
+/// Rendering follows the exposition: null is empty, booleans are <c>true</c>/<c>false</c>, numbers and other
+/// <see cref="IFormattable"/> values use the invariant culture, anything else its <see cref="object.ToString"/> (which
+/// may throw: the caller counts that measurement as invalid).
+/// </remarks>
+internal static class TagValues
+{
+    /// <summary>Longest value rendered on the stack; longer ones (rare) are rendered to a string.</summary>
+    private const int StackChars = 128;
+
+    private const ulong K1 = 0xA0761D6478BD642Fu;
+    private const ulong K2 = 0xE7037ED1A0B428DBu;
+    private const ulong K3 = 0x8EBC6AF09C88C6E3u;
+
+    private static readonly ulong s_seed = NewSeed();
+
+    /// <summary>The string a value is exposed as.</summary>
+    public static string Render(object? value) => value switch
+    {
+        null => "",
+        string s => s,
+        bool b => b ? "true" : "false",
+        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture) ?? "",
+        _ => value.ToString() ?? "",
+    };
+
+    /// <summary>The hash of one tag: its key and its rendered value.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong TagHash(string? key, object? value) => Mum(HashChars(key) ^ K1, ValueHash(value) ^ K2);
+
+    /// <summary>The hash of a value's rendering, without rendering it to a string where it is a string or a number.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong ValueHash(object? value)
+    {
+        if (value is string s)
+        {
+            return HashChars(s);
+        }
+
+        return value is null ? HashChars("") : OtherValueHash(value);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)] // numbers and the rest: kept out of the string path's code
+    private static ulong OtherValueHash(object value)
+    {
+        Span<char> buffer = stackalloc char[StackChars];
+        return TryRender(value, buffer, out int written) ? HashChars(buffer[..written]) : HashChars(Render(value));
+    }
+
+    /// <summary>Whether <paramref name="value"/> renders as <paramref name="rendered"/>.</summary>
+    /// <param name="rendered">A stored value's rendering.</param>
+    /// <param name="raw">The stored value as first given (compared by reference and type first).</param>
+    /// <param name="value">The value of a measurement.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool RendersAs(string rendered, object? raw, object? value)
+    {
+        if (ReferenceEquals(raw, value))
+        {
+            return true;
+        }
+
+        if (value is string s)
+        {
+            return string.Equals(rendered, s, StringComparison.Ordinal);
+        }
+
+        return OtherRendersAs(rendered, raw, value);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static bool OtherRendersAs(string rendered, object? raw, object? value)
+    {
+        if (value is null)
+        {
+            return rendered.Length == 0;
+        }
+
+        if (raw is int or long or short or byte or bool or uint or ulong or ushort or sbyte && raw.GetType() == value.GetType() && raw.Equals(value))
+        {
+            return true; // equal integers of one type render alike (not so for 0.0 and -0.0, or 1.0m and 1.00m, which are Equal)
+        }
+
+        Span<char> buffer = stackalloc char[StackChars];
+        return TryRender(value, buffer, out int written)
+            ? buffer[..written].SequenceEqual(rendered)
+            : string.Equals(Render(value), rendered, StringComparison.Ordinal);
+    }
+
+    /// <summary>Writes the rendering of a value that is not a string into <paramref name="buffer"/>, if it fits.</summary>
+    private static bool TryRender(object value, Span<char> buffer, out int written)
+    {
+        if (value is bool b)
+        {
+            string text = b ? "true" : "false";
+            written = text.Length;
+            return text.TryCopyTo(buffer);
+        }
+
+        if (value is ISpanFormattable f)
+        {
+            return f.TryFormat(buffer, out written, default, CultureInfo.InvariantCulture);
+        }
+
+        written = 0;
+        return false;
+    }
+
+    /// <summary>A seeded hash of every character.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong HashChars(ReadOnlySpan<char> chars)
+    {
+        ReadOnlySpan<byte> bytes = MemoryMarshal.AsBytes(chars);
+        ref byte p = ref MemoryMarshal.GetReference(bytes);
+        int n = bytes.Length;
+        ulong a, b;
+        ulong h = s_seed ^ (ulong)n;
+        if (n <= 16)
+        {
+            if (n >= 8)
+            {
+                a = Read64(ref p, 0);
+                b = Read64(ref p, n - 8);
+            }
+            else if (n >= 4)
+            {
+                a = ((ulong)Read32(ref p, 0) << 32) | Read32(ref p, n - 4);
+                b = 0;
+            }
+            else
+            {
+                a = n == 0 ? 0UL : Unsafe.ReadUnaligned<ushort>(ref p);
+                b = 0;
+            }
+        }
+        else
+        {
+            int i = 0;
+            for (; n - i > 16; i += 16)
+            {
+                h = Mum(Read64(ref p, i) ^ K1, Read64(ref p, i + 8) ^ h);
+            }
+
+            a = Read64(ref p, n - 16);
+            b = Read64(ref p, n - 8);
+        }
+
+        return Mum(K2 ^ (ulong)n, Mum(a ^ K1, b ^ h));
+    }
+
+    /// <summary>Mixes a combined tag-set hash into a table index hash.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Finish(ulong sum) => (int)Mum(sum ^ K3, s_seed ^ K1);
+
+    /// <summary>The 128-bit product of two words, folded: high half xor low half.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong Mum(ulong a, ulong b)
+    {
+        ulong high = Math.BigMul(a, b, out ulong low);
+        return high ^ low;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong Read64(ref byte p, int offset) => Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref p, offset));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint Read32(ref byte p, int offset) => Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref p, offset));
+
+    private static ulong NewSeed()
+    {
+        Span<byte> bytes = stackalloc byte[sizeof(ulong)];
+        RandomNumberGenerator.Fill(bytes);
+        return BitConverter.ToUInt64(bytes) | 1;
+    }
+}

@@ -1,0 +1,220 @@
+using System.Diagnostics.Metrics;
+using PerCpu.Families;
+using PerCpu.Formats;
+
+namespace PerCpu.Tests;
+
+/// <summary>
+/// A Meter API series is its tag set as exposed: whatever the values' types, the tags' order or a repeated key, one
+/// exposed label set is one series, each instrument stays exact, and nothing the tags do reaches the caller.
+/// </summary>
+public sealed class ListenerIdentityTests
+{
+    private static string UniqueMeter() => "PerCpu.Tests." + Guid.NewGuid().ToString("N");
+
+    private static KeyValuePair<string, object?> Tag(string key, object? value) => new(key, value);
+
+    [Fact]
+    public void OneValueAsIntLongShortAndString_IsOneSeries_OneSampleInTheScrape()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        using var listener = new PerCpuMeterListener([name]);
+        Counter<long> requests = meter.CreateCounter<long>("requests");
+        requests.Add(1, Tag("code", 200));
+        requests.Add(1, Tag("code", 200L));
+        requests.Add(1, Tag("code", (short)200));
+        requests.Add(1, Tag("code", "200"));
+        requests.Add(1, Tag("code", (byte)200));
+
+        var w = new CollectingWriter();
+        listener.Collect(w);
+        Assert.Equal([("requests", "code=200")], w.Written);
+        Assert.Equal(5, w.Points[("requests", "code=200")]);
+        string text = PrometheusTextWriter.WriteToString(listener, openMetrics: false);
+        Assert.Single(text.Split('\n'), l => l.StartsWith("requests_total{", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void ValuesThatRenderAlike_AreOneSeries_ValuesThatRenderApart_AreTwo()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        using var listener = new PerCpuMeterListener([name]);
+        Counter<long> c = meter.CreateCounter<long>("c");
+        c.Add(1, Tag("flag", true));
+        c.Add(1, Tag("flag", "true"));
+        c.Add(1, Tag("v", 0.0));
+        c.Add(1, Tag("v", -0.0)); // Equal to 0.0, but exposed as "-0"
+        c.Add(1, Tag("d", 1.0m));
+        c.Add(1, Tag("d", 1.00m)); // Equal to 1.0m, but exposed as "1.00"
+        c.Add(1, Tag("n", null));
+        c.Add(1, Tag("n", ""));
+
+        var w = new CollectingWriter();
+        listener.Collect(w);
+        Assert.Equal(2, w.Points[("c", "flag=true")]);
+        Assert.Equal(1, w.Points[("c", "v=0")]);
+        Assert.Equal(1, w.Points[("c", "v=-0")]);
+        Assert.Equal(1, w.Points[("c", "d=1.0")]);
+        Assert.Equal(1, w.Points[("c", "d=1.00")]);
+        Assert.Equal(2, w.Points[("c", "n=")]);
+        Assert.Equal(w.Written.Count, w.Written.Distinct().Count());
+    }
+
+    [Fact]
+    public void AKeyGivenTwice_TakesItsLastValue_NeverAnotherSeries()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        using var listener = new PerCpuMeterListener([name]);
+        Counter<long> c = meter.CreateCounter<long>("c");
+
+        // Keys that differ only where the old 4-character hash did not look: "aXcde" and "aYcde" hashed alike, and a
+        // measurement naming "aXcde" twice matched the series of both keys.
+        c.Add(1, Tag("aXcde", "v"), Tag("aYcde", "v"));
+        c.Add(10, Tag("aXcde", "v"), Tag("aXcde", "v"));
+        c.Add(100, Tag("k", "first"), Tag("k", "last"));
+        c.Add(1000, Tag("k", "first"), Tag("j", "x"), Tag("k", "last"));
+
+        var w = new CollectingWriter();
+        listener.Collect(w);
+        Assert.Equal(1, w.Points[("c", "aXcde=v,aYcde=v")]);
+        Assert.Equal(10, w.Points[("c", "aXcde=v")]);
+        Assert.Equal(100, w.Points[("c", "k=last")]);
+        Assert.Equal(1000, w.Points[("c", "j=x,k=last")]);
+        Assert.Equal(4, w.Written.Count);
+    }
+
+    [Fact]
+    public void LongAndDoubleCountersOfOneName_EachStayExact_InOneFamily()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        using var listener = new PerCpuMeterListener([name]);
+        Counter<long> whole = meter.CreateCounter<long>("work", "{unit}");
+        Counter<double> fractional = meter.CreateCounter<double>("work", "{unit}");
+        UpDownCounter<int> upInt = meter.CreateUpDownCounter<int>("level");
+        UpDownCounter<double> upDouble = meter.CreateUpDownCounter<double>("level");
+        for (int i = 0; i < 4; i++)
+        {
+            fractional.Add(0.5, Tag("q", "a"));
+            upDouble.Add(-0.25);
+        }
+
+        whole.Add(3, Tag("q", "a"));
+        whole.Add(7, Tag("q", "b"));
+        fractional.Add(1.5, Tag("q", "c"));
+        upInt.Add(5);
+
+        var w = new CollectingWriter();
+        listener.Collect(w);
+        Assert.Single(w.Families, f => f.Name == "work");
+        Assert.Equal(5, w.Points[("work", "q=a")]);
+        Assert.Equal(7, w.Points[("work", "q=b")]);
+        Assert.Equal(1.5, w.Points[("work", "q=c")]);
+        Assert.Equal(4, w.Points[("level", "")]);
+        Assert.Equal(4, w.Written.Count);
+    }
+
+    [Fact]
+    public void ObservableCounterPastTheCap_OverflowSeriesSumsWhatItStandsFor()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        using var listener = new PerCpuMeterListener([name], maxSeriesPerInstrument: 2);
+        meter.CreateObservableCounter("jobs", () => new[]
+        {
+            new Measurement<long>(10, Tag("q", "a")),
+            new Measurement<long>(20, Tag("q", "b")),
+            new Measurement<long>(30, Tag("q", "c")),
+            new Measurement<long>(20, Tag("q", "d")),
+        });
+        meter.CreateObservableGauge("temp", () => new[]
+        {
+            new Measurement<double>(1, Tag("room", "a")),
+            new Measurement<double>(2, Tag("room", "b")),
+            new Measurement<double>(3, Tag("room", "c")),
+        });
+
+        for (int round = 0; round < 2; round++)
+        {
+            var w = new CollectingWriter();
+            listener.Collect(w);
+            Assert.Equal(10, w.Points[("jobs", "q=a")]);
+            Assert.Equal(20, w.Points[("jobs", "q=b")]);
+            Assert.Equal(50, w.Points[("jobs", "otel.metric.overflow=true")]); // 30 + 20, again in every collection
+            Assert.Equal(3, w.Points[("temp", "otel.metric.overflow=true")]); // a gauge's overflow: the last value
+        }
+    }
+
+    [Fact]
+    public void ATagValueWhoseToStringThrows_IsCountedInvalid_NeverReachesTheCaller()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        using var listener = new PerCpuMeterListener([name]);
+        Counter<long> c = meter.CreateCounter<long>("c");
+        Histogram<double> h = meter.CreateHistogram<double>("h");
+        var hostile = new Hostile();
+        for (int i = 0; i < 20; i++)
+        {
+            c.Add(1, Tag("who", hostile));
+            h.Record(1, Tag("who", hostile), Tag("ok", "yes"));
+            c.Add(1, Tag("who", "fine"));
+        }
+
+        var w = new CollectingWriter();
+        listener.Collect(w);
+        Assert.Equal(40, listener.InvalidMeasurements);
+        Assert.Equal(20, w.Points[("c", "who=fine")]);
+        Assert.Single(w.Written);
+        Assert.Empty(w.Histograms);
+    }
+
+    [Fact]
+    public void AdversarialPathValues_DoNotShareAProbeChain()
+    {
+        // 2,000 values of one shape and length that differ only in the middle: under the old hash (length and four
+        // sampled characters) they were one hash and one chain 2,000 long.
+        var table = new TagSeriesTable<object>(5000, static () => new object());
+        for (int i = 0; i < 2000; i++)
+        {
+            table.Find([Tag("http.route", $"/api/v1/users/{i:D6}/profile")]);
+        }
+
+        Assert.Equal(2000, table.Count);
+        Assert.True(table.LongestChain() <= 24, $"longest chain {table.LongestChain()}");
+    }
+
+    [Fact]
+    public void ManyMoreThreadsThanCores_CreatingAndOverflowing_EveryMeasurementCounted()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        using var listener = new PerCpuMeterListener([name], maxSeriesPerInstrument: 500);
+        Counter<long> c = meter.CreateCounter<long>("c");
+        const int Threads = 16, PerThread = 20_000;
+        Stress.WritersWhileReading(Threads, t =>
+        {
+            for (int i = 0; i < PerThread; i++)
+            {
+                // Integer and string spellings of the same 1,000 values from every thread: 500 become series, the rest
+                // overflow, while the table grows and the overflow series is created.
+                int v = ((i * 7) + t) % 1000;
+                c.Add(1, (i & 1) == 0 ? Tag("v", v) : Tag("v", v.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            }
+        }, () => listener.Collect(new CollectingWriter()));
+
+        var w = new CollectingWriter();
+        listener.Collect(w);
+        Assert.Equal((double)Threads * PerThread, w.Points.Where(p => p.Key.Family == "c").Sum(p => p.Value));
+        Assert.Equal(501, w.Written.Count); // 500 series and the overflow series, each once
+        Assert.Equal(w.Written.Count, w.Written.Distinct().Count());
+    }
+
+    private sealed class Hostile
+    {
+        public override string ToString() => throw new InvalidOperationException("a tag value that cannot be rendered");
+    }
+}

@@ -220,6 +220,51 @@ public sealed class HistogramSnapshot
         return Max;
     }
 
+    /// <summary>
+    /// The positive buckets as an exponential (native, OTLP) histogram carries them: the in-range counts from
+    /// <see cref="Offset"/>, then the overflow count in the bucket that holds <see cref="Max"/> (every value above the
+    /// range lies in <c>(2^MaxExponent, Max]</c>), so the highest bucket's edge never falls below the largest value and
+    /// the sum. Where that bucket lies more than <paramref name="maxBuckets"/> above the offset, a lower scale is used.
+    /// </summary>
+    /// <param name="maxBuckets">The most buckets the dense counts may span.</param>
+    /// <returns>The scale, the index of the first count (bucket i holds <c>(base^i, base^(i+1)]</c>), and the counts.</returns>
+    public (int Scale, int Offset, long[] Counts) ExponentialBuckets(int maxBuckets)
+    {
+        if (Overflow == 0 || !(Max > Math.ScaleB(1, MaxExponent)))
+        {
+            return (Scale, Offset, Overflow == 0 ? [.. _exponential] : [.. _exponential, Overflow]);
+        }
+
+        HistogramSnapshot s = this;
+        int top = IndexAt(Max, Scale);
+        while (s.Scale > 0 && top - s.Offset >= maxBuckets)
+        {
+            s = s.Downscale(s.Scale - 1);
+            top = IndexAt(Max, s.Scale);
+        }
+
+        long[] counts = new long[Math.Max(top - s.Offset + 1, s._exponential.Length)];
+        s._exponential.CopyTo(counts, 0);
+        counts[top - s.Offset] += Overflow;
+        return (s.Scale, s.Offset, counts);
+    }
+
+    /// <summary>The index of the bucket <c>(base^i, base^(i+1)]</c> that holds a positive finite value at a scale.</summary>
+    internal static int IndexAt(double value, int scale)
+    {
+        int index = (int)Math.Ceiling(Math.ScaleB(Math.Log2(value), scale)) - 1;
+        if (value <= Math.Pow(2, Math.ScaleB(index, -scale)))
+        {
+            index--; // Log2 rounded up across an edge
+        }
+        else if (value > Math.Pow(2, Math.ScaleB(index + 1, -scale)))
+        {
+            index++;
+        }
+
+        return index;
+    }
+
     /// <summary>This snapshot at a lower scale (coarser buckets): exact, since buckets nest.</summary>
     /// <param name="scale">A scale between 0 and <see cref="Scale"/>.</param>
     public HistogramSnapshot Downscale(int scale)

@@ -265,6 +265,45 @@ public sealed class ScrapeTransportTests
         Assert.Contains(families.EnumerateArray(), f => f.GetProperty("name").GetString() == "http_server_active_requests" && f.GetProperty("type").GetString() == "GAUGE");
     }
 
+    [Theory]
+    [InlineData(1e15)] // 2^49.8 s, far above the default layout's 2^8
+    [InlineData(1e300)] // so far above that the schema is lowered to keep the spans small
+    public void NativeHistogram_ValueAboveTheRange_LandsInTheBucketThatHoldsIt(double big)
+    {
+        var registry = new PerCpu.Families.MetricRegistry();
+        PerCpuHistogram h = registry.CreateHistogram("job.duration", "s").WithLabels();
+        h.Record(0.02);
+        h.Record(big);
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        var writer = new PerCpu.AspNetCore.Internal.PrometheusProtobufWriter(buffer);
+        registry.Collect(writer);
+        writer.Finish();
+
+        System.Text.Json.JsonElement native = DecodeProtobuf(buffer.WrittenSpan.ToArray()).EnumerateArray()
+            .Single(f => f.GetProperty("name").GetString() == "job_duration_seconds").GetProperty("metric")[0].GetProperty("histogram");
+        int schema = native.GetProperty("schema").GetInt32();
+        int index = 0, highest = int.MinValue;
+        long count = 0, total = 0;
+        System.Text.Json.JsonElement[] deltas = [.. native.GetProperty("positiveDelta").EnumerateArray()];
+        int d = 0;
+        foreach (System.Text.Json.JsonElement span in native.GetProperty("positiveSpan").EnumerateArray())
+        {
+            index = d == 0 ? span.GetProperty("offset").GetInt32() : index + span.GetProperty("offset").GetInt32();
+            for (int i = 0; i < span.GetProperty("length").GetInt32(); i++, index++)
+            {
+                count += long.Parse(deltas[d++].GetString()!, System.Globalization.CultureInfo.InvariantCulture);
+                total += count;
+                highest = count != 0 ? index : highest;
+            }
+        }
+
+        // Prometheus's bucket i holds (2^((i-1)/2^schema), 2^(i/2^schema)]: the highest non-empty one holds the big value.
+        double lower = Math.Pow(2, Math.ScaleB(highest - 1, -schema)), upper = Math.Pow(2, Math.ScaleB(highest, -schema));
+        Assert.True(lower < big && big <= upper, $"schema {schema}, bucket {highest}: ({lower}, {upper}] does not hold {big}");
+        Assert.Equal(2, total);
+        Assert.InRange(deltas.Length, 2, 4100);
+    }
+
     private static System.Text.Json.JsonElement DecodeProtobuf(byte[] body) =>
         OtlpReceiver.RunDecoder("prom-decode.js", "protobufjs", body, "protobufjs with Prometheus's metrics.proto field numbers");
 
@@ -293,6 +332,11 @@ public sealed class ScrapeTransportTests
     [InlineData("deflate", false)]
     [InlineData("gzip;q=abc", false)]
     [InlineData("", false)]
+    [InlineData("*, gzip;q=0", false)] // gzip's own q=0 refuses it, whatever the wildcard says
+    [InlineData("gzip;q=0, *", false)]
+    [InlineData("*;q=0", false)]
+    [InlineData("deflate, *;q=0.5", true)]
+    [InlineData("*;q=0, gzip", true)]
     public void AcceptEncoding_Gzip(string header, bool gzip) =>
         Assert.Equal(gzip, PerCpu.AspNetCore.Internal.ScrapeEndpoint.AcceptsGzip(header));
 

@@ -95,6 +95,9 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
         }
     }
 
+    /// <summary>The widest span of native buckets written: values far above the range lower the schema instead.</summary>
+    private const int MaxNativeBuckets = 4096;
+
     /// <summary>
     /// metrics.proto Histogram: sample_count 1, sample_sum 2, bucket 3 (cumulative_count 1, upper_bound 2), schema 5,
     /// zero_threshold 6, zero_count 7, positive_span 12 (offset 1, length 2), positive_delta 13.
@@ -123,13 +126,14 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
             });
         }
 
-        h.SInt32(5, s.Scale);
+        // Values above the range go to the bucket that holds the largest of them (a lower schema if it is far above).
+        (int schema, int firstIndex, long[] counts) = s.ExponentialBuckets(MaxNativeBuckets);
+        h.SInt32(5, schema);
         h.Double(6, Math.ScaleB(1, s.MinExponent));
         h.Varint(7, (ulong)(s.ZeroCount + s.Underflow));
 
         // Prometheus's bucket i covers (base^(i-1), base^i]; OpenTelemetry's (and PerCpu's) index i covers (base^i,
-        // base^(i+1)]: so a Prometheus index is PerCpu's plus one. The overflow bucket goes just above the range.
-        long[] counts = [.. s.ExponentialCounts, s.Overflow];
+        // base^(i+1)]: so a Prometheus index is PerCpu's plus one.
         int first = Array.FindIndex(counts, c => c != 0);
         if (first < 0)
         {
@@ -162,7 +166,7 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
         int end = 0;
         foreach ((int start, int length) in runs)
         {
-            spans.Add((spans.Count == 0 ? s.Offset + start + 1 : start - end, length));
+            spans.Add((spans.Count == 0 ? firstIndex + start + 1 : start - end, length));
             end = start + length;
             for (int i = start; i < end; i++)
             {

@@ -80,7 +80,10 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
         }
     }
 
-    /// <summary>Whether an Accept-Encoding header allows gzip (<c>gzip</c> or <c>*</c> with a q-value above 0).</summary>
+    /// <summary>
+    /// Whether an Accept-Encoding header allows gzip: its own entry's q-value if it has one, else that of <c>*</c>, above
+    /// 0 (RFC 9110, 12.5.3: an explicit coding outranks the wildcard, and q=0 means "not acceptable").
+    /// </summary>
     internal static bool AcceptsGzip(string? acceptEncoding)
     {
         if (string.IsNullOrEmpty(acceptEncoding) || acceptEncoding.Length > 1024)
@@ -88,10 +91,12 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
             return false;
         }
 
+        double? gzip = null, any = null;
         foreach (string part in acceptEncoding.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {
             string[] fields = part.Split(';', StringSplitOptions.TrimEntries);
-            if (!fields[0].Equals("gzip", StringComparison.OrdinalIgnoreCase) && fields[0] != "*")
+            bool isGzip = fields[0].Equals("gzip", StringComparison.OrdinalIgnoreCase);
+            if (!isGzip && fields[0] != "*")
             {
                 continue;
             }
@@ -106,10 +111,17 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
                 }
             }
 
-            return q > 0;
+            if (isGzip)
+            {
+                gzip ??= q;
+            }
+            else
+            {
+                any ??= q;
+            }
         }
 
-        return false;
+        return (gzip ?? any ?? 0) > 0;
     }
 
     /// <summary>The rendering in progress for this format, or a new one; the caller holds a reference until it releases it.</summary>

@@ -208,10 +208,13 @@ internal static class OtlpMetricsEncoder
         }
     }
 
+    /// <summary>The widest span of dense exponential buckets sent: values far above the range lower the scale instead.</summary>
+    private const int MaxExponentialBuckets = 4096;
+
     /// <summary>
     /// PerCpu's buckets exactly: zero_count holds exact zeros and the underflow bucket, zero_threshold = 2^MinExponent;
     /// positive buckets are the in-range exponential buckets with leading and trailing zeros trimmed; values above
-    /// 2^MaxExponent (the overflow bucket) are reported in the first bucket above the range, and max tells their true size.
+    /// 2^MaxExponent (the overflow bucket) are reported in the bucket that holds max (the largest of them).
     /// </summary>
     private static void ExponentialCore(ProtobufWriter p, HistogramSnapshot snap, ulong start, ulong time, Action<ProtobufWriter> attributes)
     {
@@ -220,14 +223,14 @@ internal static class OtlpMetricsEncoder
         p.Fixed64(3, time);
         p.Fixed64(4, (ulong)snap.Count);
         p.Double(5, snap.Sum);
-        p.SInt32(6, snap.Scale);
+        (int scale, int offset, long[] buckets) = snap.ExponentialBuckets(MaxExponentialBuckets);
+        p.SInt32(6, scale);
         p.Fixed64(7, (ulong)(snap.ZeroCount + snap.Underflow));
-        long[] buckets = [.. snap.ExponentialCounts, snap.Overflow];
         int first = Array.FindIndex(buckets, c => c != 0);
         if (first >= 0)
         {
             int last = Array.FindLastIndex(buckets, c => c != 0);
-            p.Message(8, (Offset: snap.Offset + first, Counts: buckets[first..(last + 1)]), static (b, x) =>
+            p.Message(8, (Offset: offset + first, Counts: buckets[first..(last + 1)]), static (b, x) =>
             {
                 b.SInt32(1, x.Offset);
                 b.PackedVarint(2, x.Counts);

@@ -337,7 +337,7 @@ public sealed class PrometheusTextWriter : IMetricsWriter
         string family = _openMetrics ? name : textFamilyName;
         if (help is not null)
         {
-            Write("# HELP " + family + " " + EscapeHelp(help) + "\n");
+            Write("# HELP " + family + " " + EscapeHelp(help, _openMetrics) + "\n");
         }
 
         Write("# TYPE " + family + " " + type + "\n");
@@ -360,8 +360,12 @@ public sealed class PrometheusTextWriter : IMetricsWriter
         Write("\n"u8);
     }
 
-    private static string EscapeHelp(string value) =>
-        value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
+    /// <summary>Help text escaped: <c>\</c> and newline in both formats, and <c>"</c> too in OpenMetrics, whose spec says so.</summary>
+    private static string EscapeHelp(string value, bool openMetrics)
+    {
+        string escaped = value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
+        return openMetrics ? escaped.Replace("\"", "\\\"", StringComparison.Ordinal) : escaped;
+    }
 
     private void Write(ReadOnlySpan<byte> bytes)
     {

@@ -26,6 +26,8 @@ public static class PerCpuMetricsApplicationBuilderExtensions
             throw new InvalidOperationException("PerCpu metrics are not registered: call builder.Services.AddPerCpuMetrics() before app.UsePerCpuMetrics().");
         }
 
+        // Measurements made from here on (before app.Run(), say) are seen even on meters created without IMeterFactory.
+        PerCpuMetricsServiceCollectionExtensions.StartListener(app.ApplicationServices);
         return app.UseMiddleware<PerCpuMetricsMiddleware>();
     }
 

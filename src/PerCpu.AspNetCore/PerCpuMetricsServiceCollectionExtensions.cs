@@ -46,11 +46,59 @@ public static class PerCpuMetricsServiceCollectionExtensions
             sp.GetRequiredService<MetricRegistry>().AddProducer(listener);
             return listener;
         });
+        ListenFromTheFirstMeter(services);
         services.TryAddSingleton<MeterBridge>();
         services.TryAddSingleton<ScrapeEndpoint>();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, RatesHostedService>());
         return services;
     }
+
+    /// <summary>
+    /// Starts the listener when the app first resolves <see cref="System.Diagnostics.Metrics.IMeterFactory"/> (a service
+    /// that creates its meter in its constructor, a hosted service, <c>app.Services.GetRequiredService&lt;Shop&gt;()</c>
+    /// after <c>builder.Build()</c>), not only when the host starts: a measurement on a meter is only seen by a listener
+    /// that exists when it is made. The registered factory is kept; only its resolution is wrapped, once.
+    /// </summary>
+    private static void ListenFromTheFirstMeter(IServiceCollection services)
+    {
+        if (services.Any(d => d.ServiceType == typeof(ListeningMeterFactoryMark)))
+        {
+            return;
+        }
+
+        ServiceDescriptor? original = services.LastOrDefault(d => d.ServiceType == typeof(System.Diagnostics.Metrics.IMeterFactory) && !d.IsKeyedService);
+        if (original is null)
+        {
+            return;
+        }
+
+        services.AddSingleton<ListeningMeterFactoryMark>();
+        services.Replace(ServiceDescriptor.Singleton<System.Diagnostics.Metrics.IMeterFactory>(sp =>
+        {
+            StartListener(sp);
+            return original switch
+            {
+                { ImplementationInstance: System.Diagnostics.Metrics.IMeterFactory instance } => instance,
+                { ImplementationFactory: { } factory } => (System.Diagnostics.Metrics.IMeterFactory)factory(sp),
+                _ => (System.Diagnostics.Metrics.IMeterFactory)ActivatorUtilities.CreateInstance(sp, original.ImplementationType!),
+            };
+        }));
+    }
+
+    /// <summary>Creates the listener now, unless the options are invalid: then the host's start reports them.</summary>
+    internal static void StartListener(IServiceProvider services)
+    {
+        try
+        {
+            services.GetService<PerCpuMeterListener>();
+        }
+        catch (OptionsValidationException)
+        {
+            // ValidateOnStart fails the host's start with the message that names the option.
+        }
+    }
+
+    private sealed class ListeningMeterFactoryMark;
 
     /// <summary>
     /// Adds PerCpu's own OTLP/HTTP metrics exporter: real OTLP <c>Histogram</c> (or <c>ExponentialHistogram</c>), <c>Sum</c>

@@ -1,5 +1,8 @@
 using System.Diagnostics.Metrics;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using PerCpu.Families;
 
 namespace PerCpu.AspNetCore.Tests;
@@ -10,6 +13,51 @@ public sealed class AppMetricsTests
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     private static string UniqueMeter() => "Shop" + Guid.NewGuid().ToString("N")[..8];
+
+    [Fact]
+    public async Task MeasurementsBeforeTheHostStarts_ShowOnTheFirstScrape()
+    {
+        string meterName = UniqueMeter();
+        WebApplicationBuilder b = WebApplication.CreateSlimBuilder();
+        b.WebHost.UseUrls("http://127.0.0.1:0");
+        b.Logging.ClearProviders();
+        // Registered before AddPerCpuMetrics: its constructor runs before PerCpu's own hosted service is created.
+        b.Services.AddHostedService(sp => new CountsInItsConstructor(sp.GetRequiredService<IMeterFactory>(), meterName));
+        b.Services.AddPerCpuMetrics(o => o.Meters.Add(meterName));
+        await using WebApplication app = b.Build();
+
+        // After Build(), before the host starts: a service made through IMeterFactory records at once.
+        Meter meter = app.Services.GetRequiredService<IMeterFactory>().Create(meterName);
+        meter.CreateCounter<long>("early.orders").Add(7);
+        app.UsePerCpuMetrics();
+        meter.CreateCounter<long>("early.after_use").Add(3);
+        app.MapPerCpuMetrics();
+        await app.StartAsync(Ct);
+        try
+        {
+            string address = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+                .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First();
+            using var client = new HttpClient { BaseAddress = new Uri(address) };
+            Scrape scrape = Scrape.Parse(await client.GetStringAsync("/metrics", Ct));
+            Assert.Equal(7, Assert.Single(scrape.Named("early_orders_total")).Value);
+            Assert.Equal(3, Assert.Single(scrape.Named("early_after_use_total")).Value);
+            Assert.Equal(5, Assert.Single(scrape.Named("early_constructor_total")).Value);
+        }
+        finally
+        {
+            await app.StopAsync(Ct);
+        }
+    }
+
+    private sealed class CountsInItsConstructor : Microsoft.Extensions.Hosting.IHostedService
+    {
+        public CountsInItsConstructor(IMeterFactory meters, string meterName) =>
+            meters.Create(meterName).CreateCounter<long>("early.constructor").Add(5);
+
+        public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
 
     [Fact]
     public async Task MeterApi_ManyMoreThreadsThanCores_ExactPerTagSetOnTheScrape()

@@ -21,15 +21,19 @@ namespace PerCpu.Families;
 internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
     where TSeries : class
 {
-    private const int RecentStride = 8;
+    /// <summary>Recent entries per CPU slot: two 64-byte lines of references, chosen by the tag objects' addresses.</summary>
+    private const int RecentWays = 16;
 
     private readonly Lock _lock = new();
     private readonly List<Entry> _ordered = [];
     private Entry?[] _entries = new Entry?[16];
 
-    // The entry each CPU slot found last, one per 64-byte line (8 references apart). Written only by the CPU that owns
-    // the line, and only when its last entry changes.
-    private readonly Entry?[] _recent = new Entry?[ProcessorId.SlotCount * RecentStride];
+    // Per CPU slot, the entries found recently by reference comparison alone, in RecentWays places chosen by the
+    // addresses of the tag objects (a call site that passes the same key and value objects, literals or strings from a
+    // table, lands on the same place; an object moved by the GC only lands elsewhere once, a miss, never a wrong hit,
+    // since a hit compares the references themselves). Written by the CPU that owns the slot, when a lookup by content
+    // found an entry whose stored objects are the very ones given.
+    private readonly Entry?[] _recent = new Entry?[ProcessorId.SlotCount * RecentWays];
     private readonly PerCpuCounter _overflowMeasurements = new();
     private TSeries? _noTags;
     private TSeries? _overflow;
@@ -54,10 +58,19 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
             return _noTags ?? AddNoTags();
         }
 
-        int recent = ProcessorId.GetCurrentSlot() * RecentStride;
-        if ((uint)recent < (uint)_recent.Length && _recent[recent] is { } last && SameObjects(last, tags))
+        int recent = (ProcessorId.GetCurrentSlot() * RecentWays) + Way(tags);
+        if ((uint)(recent | 1) < (uint)_recent.Length)
         {
-            return last.Series;
+            // Two places for each way (a pair), so 16 recent tag sets rarely push each other out.
+            if (_recent[recent] is { } last && SameObjects(last, tags))
+            {
+                return last.Series;
+            }
+
+            if (_recent[recent ^ 1] is { } other && SameObjects(other, tags))
+            {
+                return other.Series;
+            }
         }
 
         int hash = Hash(tags);
@@ -73,9 +86,11 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
 
             if (e.Hash == hash && Matches(e, tags))
             {
-                if ((uint)recent < (uint)_recent.Length)
+                if ((uint)(recent | 1) < (uint)_recent.Length && SameObjects(e, tags))
                 {
-                    _recent[recent] = e;
+                    // The next call with these objects is found by references alone: into the pair's free place, else
+                    // over the first, keeping the second (a set that keeps coming back stays).
+                    _recent[_recent[recent] is null ? recent : _recent[recent ^ 1] is null ? recent ^ 1 : recent] = e;
                 }
 
                 return e.Series;
@@ -123,6 +138,23 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
             return longest;
         }
     }
+
+    /// <summary>Which of a slot's recent places the tag objects' addresses choose (a hint only: hits compare references).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Way(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        ulong h = 0;
+        foreach (KeyValuePair<string, object?> tag in tags)
+        {
+            h = (h + (ulong)Address(tag.Value) + ((ulong)Address(tag.Key) << 7)) * 0x9E3779B97F4A7C15u;
+        }
+
+        return (int)(h >> 60); // RecentWays = 16
+    }
+
+    /// <summary>An object's address as a number, for hashing only; never turned back into a reference.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static nint Address(object? o) => Unsafe.As<object?, nint>(ref o);
 
     /// <summary>The same key and value objects in the same order: certainly the same tag set.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

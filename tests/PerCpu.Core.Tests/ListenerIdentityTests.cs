@@ -35,6 +35,28 @@ public sealed class ListenerIdentityTests
         Assert.Single(text.Split('\n'), l => l.StartsWith("requests_total{", StringComparison.Ordinal));
     }
 
+    public static TheoryData<object?> Values()
+    {
+        var data = new TheoryData<object?>();
+        foreach (object? v in new object?[] { 0, -5, 200, int.MinValue, long.MaxValue, long.MinValue, (short)-32768, (byte)255, 1.5, -0.0, 1.00m, true, null, "", "/api/v1/users/42/profile", 'x', DayOfWeek.Friday })
+        {
+            data.Add(v);
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Values))]
+    public void EveryValue_HashesAndComparesAsItsRendering(object? value)
+    {
+        string rendered = TagValues.Render(value);
+        Assert.Equal(TagValues.HashChars(rendered), TagValues.ValueHash(value));
+        Assert.Equal(TagValues.ValueHash(rendered), TagValues.ValueHash(value));
+        Assert.True(TagValues.RendersAs(rendered, rendered, value));
+        Assert.False(TagValues.RendersAs(rendered + "0", rendered + "0", value));
+    }
+
     [Fact]
     public void ValuesThatRenderAlike_AreOneSeries_ValuesThatRenderApart_AreTwo()
     {

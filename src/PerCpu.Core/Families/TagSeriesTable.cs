@@ -21,7 +21,7 @@ namespace PerCpu.Families;
 internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
     where TSeries : class
 {
-    /// <summary>Recent entries per CPU slot: two 64-byte lines of references, chosen by the tag objects' addresses.</summary>
+    /// <summary>Recent entries per CPU slot (two 64-byte lines): the last one found, then 15 chosen by the tag objects' addresses.</summary>
     private const int RecentWays = 16;
 
     private readonly Lock _lock = new();
@@ -58,18 +58,31 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
             return _noTags ?? AddNoTags();
         }
 
-        int recent = (ProcessorId.GetCurrentSlot() * RecentWays) + Way(tags);
-        if ((uint)(recent | 1) < (uint)_recent.Length)
+        int slot = ProcessorId.GetCurrentSlot() * RecentWays;
+        if ((uint)slot < (uint)_recent.Length && _recent[slot] is { } last && SameObjects(last, tags))
         {
-            // Two places for each way (a pair), so 16 recent tag sets rarely push each other out.
-            if (_recent[recent] is { } last && SameObjects(last, tags))
-            {
-                return last.Series;
-            }
+            return last.Series; // the usual case: the call site that wrote last on this CPU, again
+        }
 
-            if (_recent[recent ^ 1] is { } other && SameObjects(other, tags))
+        return FindElsewhere(tags, slot);
+    }
+
+    /// <summary>Not the slot's last entry: the way's two places, then the table by content.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)] // keeps Find's inlined body (the common hit) small
+    private TSeries FindElsewhere(ReadOnlySpan<KeyValuePair<string, object?>> tags, int slot)
+    {
+        int recent = slot + Way(tags);
+        if ((uint)recent < (uint)_recent.Length)
+        {
+            // Two places for each way, so 16 recent tag sets rarely push each other out.
+            int other = recent == slot + RecentWays - 1 ? slot + 1 : recent + 1;
+            Entry? hit = _recent[recent] is { } near && SameObjects(near, tags) ? near
+                : _recent[other] is { } next && SameObjects(next, tags) ? next
+                : null;
+            if (hit is not null)
             {
-                return other.Series;
+                _recent[slot] = hit; // the slot's last entry again, so a call site that stops rotating takes the short path
+                return hit.Series;
             }
         }
 
@@ -86,11 +99,13 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
 
             if (e.Hash == hash && Matches(e, tags))
             {
-                if ((uint)(recent | 1) < (uint)_recent.Length && SameObjects(e, tags))
+                if ((uint)recent < (uint)_recent.Length && SameObjects(e, tags))
                 {
-                    // The next call with these objects is found by references alone: into the pair's free place, else
-                    // over the first, keeping the second (a set that keeps coming back stays).
-                    _recent[_recent[recent] is null ? recent : _recent[recent ^ 1] is null ? recent ^ 1 : recent] = e;
+                    // The next call with these objects is found by references alone: in the slot's last place, and
+                    // in its way's first place if free, else its second, else over the first.
+                    int other = recent == slot + RecentWays - 1 ? slot + 1 : recent + 1;
+                    _recent[_recent[recent] is null || _recent[other] is not null ? recent : other] = e;
+                    _recent[slot] = e;
                 }
 
                 return e.Series;
@@ -143,13 +158,13 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int Way(ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
-        ulong h = 0;
+        ulong h = (ulong)tags.Length;
         foreach (KeyValuePair<string, object?> tag in tags)
         {
-            h = (h + (ulong)Address(tag.Value) + ((ulong)Address(tag.Key) << 7)) * 0x9E3779B97F4A7C15u;
+            h += (ulong)Address(tag.Value) ^ ((ulong)Address(tag.Key) >> 3); // independent per tag: no multiply chain
         }
 
-        return (int)(h >> 60); // RecentWays = 16
+        return 1 + (int)((h * 0x9E3779B97F4A7C15u) >> 60) % (RecentWays - 1); // place 0 is the slot's last entry
     }
 
     /// <summary>An object's address as a number, for hashing only; never turned back into a reference.</summary>

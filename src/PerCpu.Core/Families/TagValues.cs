@@ -75,10 +75,37 @@ internal static class TagValues
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)] // numbers and the rest: kept out of the string path's code
+    [SkipLocalsInit] // the buffer is written before it is read
     private static ulong OtherValueHash(object value)
     {
         Span<char> buffer = stackalloc char[StackChars];
-        return TryRender(value, buffer, out int written) ? HashChars(buffer[..written]) : HashChars(Render(value));
+        long integer;
+        switch (value)
+        {
+            case int i: integer = i; break;
+            case long l: integer = l; break;
+            case short h: integer = h; break;
+            case byte b: integer = b; break;
+            default:
+                return TryRender(value, buffer, out int written) ? HashChars(buffer[..written]) : HashChars(Render(value));
+        }
+
+        // Decimal digits written right to left (a status code: three divisions), as the invariant culture renders them.
+        int at = buffer.Length;
+        ulong magnitude = integer < 0 ? (ulong)-(integer + 1) + 1 : (ulong)integer;
+        do
+        {
+            (magnitude, ulong digit) = Math.DivRem(magnitude, 10);
+            buffer[--at] = (char)('0' + digit);
+        }
+        while (magnitude != 0);
+
+        if (integer < 0)
+        {
+            buffer[--at] = '-';
+        }
+
+        return HashChars(buffer[at..]);
     }
 
     /// <summary>Whether <paramref name="value"/> renders as <paramref name="rendered"/>.</summary>
@@ -102,6 +129,7 @@ internal static class TagValues
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
+    [SkipLocalsInit] // the buffer is written before it is read
     private static bool OtherRendersAs(string rendered, object? raw, object? value)
     {
         if (value is null)

@@ -28,14 +28,16 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
     private PrometheusNames? _names;
     private List<Action<ProtobufWriter>> _metrics = [];
     private long _invalid;
+    private long _conflicts;
 
     public void BeginFamily(MetricDescriptor descriptor)
     {
         Flush();
         PrometheusNames names = PrometheusNaming.For(descriptor);
-        if (!_written.Add(names.Name))
+        if (!names.TryReserve(_written))
         {
             _names = null;
+            _conflicts++;
             return;
         }
 
@@ -53,7 +55,7 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
         int type = TypeOf(_names);
         _metrics.Add(m =>
         {
-            Labels(m, labels);
+            Labels(m, labels, histogram: false);
             m.Message(type == Counter ? 3 : 2, value, static (v, x) => v.Double(1, x)); // Counter/Gauge { double value = 1 }
         });
     }
@@ -76,7 +78,7 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
 
         _metrics.Add(m =>
         {
-            Labels(m, labels);
+            Labels(m, labels, histogram: true);
             m.Message(7, s, static (h, s) => Native(h, s));
         });
     }
@@ -92,6 +94,13 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
             long invalid = _invalid;
             _names = null;
             WriteFamily("percpu_invalid_values_total", "Invalid values counted and left out of the metrics.", Counter, null, [m => m.Message(3, (double)invalid, static (v, x) => v.Double(1, x))]);
+        }
+
+        if (_written.Add("percpu_metric_name_conflicts"))
+        {
+            long conflicts = _conflicts;
+            _names = null;
+            WriteFamily("percpu_metric_name_conflicts_total", "Families left out of this scrape because another family already has their Prometheus name.", Counter, null, [m => m.Message(3, (double)conflicts, static (v, x) => v.Double(1, x))]);
         }
     }
 
@@ -226,14 +235,14 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
         _ => Gauge,
     };
 
-    /// <summary>metrics.proto LabelPair: name 1, value 2; names sanitized as in the text formats.</summary>
-    private static void Labels(ProtobufWriter m, MetricLabels labels)
+    /// <summary>metrics.proto LabelPair: name 1, value 2; the pairs the text formats expose (<see cref="PrometheusNaming.ExposedLabels"/>).</summary>
+    private static void Labels(ProtobufWriter m, MetricLabels labels, bool histogram)
     {
-        for (int i = 0; i < labels.Count; i++)
+        foreach (KeyValuePair<string, string> pair in PrometheusNaming.ExposedLabels(labels, histogram))
         {
-            m.Message(1, (Name: PrometheusNaming.SanitizeLabel(labels.Names[i]), Value: labels.Values[i]), static (l, x) =>
+            m.Message(1, pair, static (l, x) =>
             {
-                l.String(1, x.Name);
+                l.String(1, x.Key);
                 l.String(2, x.Value);
             });
         }

@@ -55,4 +55,13 @@ public sealed class MetricLabels
 
     /// <summary>The Prometheus rendering (<c>a="x",b="y"</c>) in UTF-8, computed by the first writer that needs it.</summary>
     internal byte[]? PrometheusUtf8 { get; set; }
+
+    /// <summary>The same, for a histogram's series (where <c>le</c> is reserved).</summary>
+    internal byte[]? PrometheusHistogramUtf8 { get; set; }
+
+    /// <summary>The exposed label pairs (<see cref="Formats.PrometheusNaming.ExposedLabels"/>), computed once.</summary>
+    internal KeyValuePair<string, string>[]? Exposed;
+
+    /// <summary>The exposed label pairs of a histogram's series.</summary>
+    internal KeyValuePair<string, string>[]? ExposedHistogram;
 }

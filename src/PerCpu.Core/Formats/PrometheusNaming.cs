@@ -37,6 +37,41 @@ public sealed class PrometheusNames
 
     /// <summary>The names in UTF-8, for the text writer.</summary>
     internal PrometheusTextWriter.FamilyBytes? Bytes { get; set; }
+
+    /// <summary>
+    /// Every name this family takes in a scrape: its family name and each sample name (<c>x_total</c> of a counter
+    /// <c>x</c>; <c>_bucket</c>, <c>_count</c>, <c>_sum</c> of a histogram). A family any of whose names another family
+    /// already took is left out of the scrape, so a counter <c>x</c> and a gauge <c>x_total</c> never both appear.
+    /// </summary>
+    public IReadOnlyList<string> Reserved => _reserved ??= Type switch
+    {
+        "histogram" => [Name, Name + "_bucket", Name + "_count", Name + "_sum"],
+        _ => Name == SampleName ? [Name] : [Name, SampleName],
+    };
+
+    private string[]? _reserved;
+
+    /// <summary>Takes every name of <see cref="Reserved"/> in <paramref name="taken"/>, or none when one is taken already.</summary>
+    /// <param name="taken">The names written so far in one scrape.</param>
+    /// <returns>Whether the family may be written.</returns>
+    public bool TryReserve(ISet<string> taken)
+    {
+        ArgumentNullException.ThrowIfNull(taken);
+        foreach (string name in Reserved)
+        {
+            if (taken.Contains(name))
+            {
+                return false;
+            }
+        }
+
+        foreach (string name in Reserved)
+        {
+            taken.Add(name);
+        }
+
+        return true;
+    }
 }
 
 /// <summary>
@@ -167,6 +202,55 @@ public static class PrometheusNaming
     /// <param name="name">The attribute key.</param>
     /// <returns>A valid Prometheus label name.</returns>
     public static string SanitizeLabel(string name) => Clean(name, allowColon: false);
+
+    /// <summary>
+    /// The label pairs a series is exposed with in every Prometheus format (text, OpenMetrics, protobuf), decided once per
+    /// label set and kept on it: names sanitized; keys that sanitize to one name make one label whose values are joined
+    /// with <c>;</c> in the order of the original keys (OpenTelemetry's rule); on a histogram, a key that sanitizes to the
+    /// reserved <c>le</c> is exposed as <c>_le</c> (joined with a key named so, if any), so a bucket never has two
+    /// <c>le</c> labels.
+    /// </summary>
+    /// <param name="labels">The series' labels.</param>
+    /// <param name="histogram">Whether the series is a histogram's.</param>
+    /// <returns>The pairs, in the order of the first key of each.</returns>
+    public static IReadOnlyList<KeyValuePair<string, string>> ExposedLabels(MetricLabels labels, bool histogram)
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        ref KeyValuePair<string, string>[]? cached = ref histogram ? ref labels.ExposedHistogram : ref labels.Exposed;
+        return cached ??= Expose(labels, histogram);
+    }
+
+    private static KeyValuePair<string, string>[] Expose(MetricLabels labels, bool histogram)
+    {
+        if (labels.Count == 0)
+        {
+            return [];
+        }
+
+        var merged = new List<(string Name, List<(string Key, string Value)> Parts)>(labels.Count);
+        for (int i = 0; i < labels.Count; i++)
+        {
+            string name = SanitizeLabel(labels.Names[i]);
+            if (histogram && name == "le")
+            {
+                name = "_le";
+            }
+
+            int at = merged.FindIndex(m => m.Name == name);
+            if (at < 0)
+            {
+                merged.Add((name, [(labels.Names[i], labels.Values[i])]));
+            }
+            else
+            {
+                merged[at].Parts.Add((labels.Names[i], labels.Values[i]));
+            }
+        }
+
+        return [.. merged.Select(m => new KeyValuePair<string, string>(
+            m.Name,
+            m.Parts.Count == 1 ? m.Parts[0].Value : string.Join(';', m.Parts.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => p.Value))))];
+    }
 
     private static string Clean(string name, bool allowColon)
     {

@@ -77,7 +77,7 @@ public sealed class PrometheusTextWriter : IMetricsWriter
     {
         ArgumentNullException.ThrowIfNull(descriptor);
         PrometheusNames names = PrometheusNaming.For(descriptor);
-        if (!_written.Add(names.Name) || (names.Type == "histogram" && !ReserveHistogramNames(names.Name)))
+        if (!names.TryReserve(_written))
         {
             _family = null;
             _conflicts++;
@@ -158,7 +158,7 @@ public sealed class PrometheusTextWriter : IMetricsWriter
             exemplars = histogram.ReadExemplars(_exemplars) > 0;
         }
 
-        byte[] labelBytes = LabelBytes(labels);
+        byte[] labelBytes = LabelBytes(labels, histogram: true);
         byte[] bucket = _family.Bucket;
         for (int i = 0; i <= n; i++)
         {
@@ -278,12 +278,9 @@ public sealed class PrometheusTextWriter : IMetricsWriter
             : value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
     }
 
-    private bool ReserveHistogramNames(string name) =>
-        _written.Add(name + "_bucket") & _written.Add(name + "_count") & _written.Add(name + "_sum");
-
     private void Labels(MetricLabels labels, byte[]? known)
     {
-        byte[] bytes = known ?? LabelBytes(labels);
+        byte[] bytes = known ?? LabelBytes(labels, histogram: false);
         if (bytes.Length == 0)
         {
             return;
@@ -294,38 +291,16 @@ public sealed class PrometheusTextWriter : IMetricsWriter
         Write("}"u8);
     }
 
-    private static byte[] LabelBytes(MetricLabels labels) => labels.PrometheusUtf8 ??= Encoding.UTF8.GetBytes(RenderLabels(labels));
+    private static byte[] LabelBytes(MetricLabels labels, bool histogram) => histogram
+        ? labels.PrometheusHistogramUtf8 ??= Encoding.UTF8.GetBytes(RenderLabels(labels, histogram: true))
+        : labels.PrometheusUtf8 ??= Encoding.UTF8.GetBytes(RenderLabels(labels, histogram: false));
 
-    /// <summary>
-    /// <c>a="x",b="y"</c>: names sanitized; when two keys sanitize to one name, their values are joined with <c>;</c> in
-    /// the order of the original keys (OpenTelemetry's rule).
-    /// </summary>
-    private static string RenderLabels(MetricLabels labels)
+    /// <summary><c>a="x",b="y"</c>: the pairs of <see cref="PrometheusNaming.ExposedLabels"/>, values escaped.</summary>
+    private static string RenderLabels(MetricLabels labels, bool histogram)
     {
-        if (labels.Count == 0)
-        {
-            return "";
-        }
-
-        var merged = new List<(string Name, List<(string Key, string Value)> Parts)>(labels.Count);
-        for (int i = 0; i < labels.Count; i++)
-        {
-            string name = PrometheusNaming.SanitizeLabel(labels.Names[i]);
-            int at = merged.FindIndex(m => m.Name == name);
-            if (at < 0)
-            {
-                merged.Add((name, [(labels.Names[i], labels.Values[i])]));
-            }
-            else
-            {
-                merged[at].Parts.Add((labels.Names[i], labels.Values[i]));
-            }
-        }
-
         var b = new StringBuilder(16 * labels.Count);
-        foreach ((string name, List<(string Key, string Value)> parts) in merged)
+        foreach ((string name, string value) in PrometheusNaming.ExposedLabels(labels, histogram))
         {
-            string value = parts.Count == 1 ? parts[0].Value : string.Join(';', parts.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => p.Value));
             b.Append(b.Length > 0 ? "," : "").Append(name).Append("=\"").Append(EscapeLabelValue(value)).Append('"');
         }
 
@@ -349,10 +324,13 @@ public sealed class PrometheusTextWriter : IMetricsWriter
 
     private void Counter(string name, string help, long value)
     {
-        if (!_written.Add(name))
+        if (_written.Contains(name) || _written.Contains(name + "_total"))
         {
             return;
         }
+
+        _written.Add(name);
+        _written.Add(name + "_total");
 
         Header(name + "_total", name, "counter", help, null);
         Write(name + "_total ");

@@ -15,6 +15,10 @@ public static class PerCpuMetricsServiceCollectionExtensions
     // what the scrape already shows.
     private static readonly string[] NeverListened = ["Microsoft.AspNetCore.Hosting", MeterBridge.MeterName];
 
+    // LoggerMessage.Define, as in ScrapeEndpoint: an instrument of a listened meter that PerCpu cannot collect.
+    private static readonly Action<Microsoft.Extensions.Logging.ILogger, string, Exception?> s_notCollected = Microsoft.Extensions.Logging.LoggerMessage.Define<string>(
+        Microsoft.Extensions.Logging.LogLevel.Warning, new Microsoft.Extensions.Logging.EventId(4, "InstrumentNotCollected"), "{Problem}");
+
     /// <summary>
     /// Adds PerCpu request metrics: the per-CPU store, the <see cref="MetricRegistry"/> for the app's own labelled families,
     /// the listener that aggregates the Meter API instruments of <see cref="PerCpuMetricsOptions.Meters"/> per CPU, the
@@ -42,7 +46,9 @@ public static class PerCpuMetricsServiceCollectionExtensions
         {
             PerCpuMetricsOptions o = sp.GetRequiredService<IOptions<PerCpuMetricsOptions>>().Value;
             double[]? boundaries = o.HistogramBoundaries is null ? null : [.. o.HistogramBoundaries];
-            var listener = new PerCpuMeterListener(o.Meters, NeverListened, o.MaxSeriesPerMetric, (unit, advice) => MetricRegistry.LayoutFor(unit, advice ?? boundaries));
+            Microsoft.Extensions.Logging.ILogger? log = sp.GetService<Microsoft.Extensions.Logging.ILoggerFactory>()?.CreateLogger("PerCpu.Metrics");
+            var listener = new PerCpuMeterListener(o.Meters, NeverListened, o.MaxSeriesPerMetric, (unit, advice) => MetricRegistry.LayoutFor(unit, advice ?? boundaries),
+                log is null ? null : message => s_notCollected(log, message, null));
             sp.GetRequiredService<MetricRegistry>().AddProducer(listener);
             return listener;
         });

@@ -23,7 +23,10 @@ namespace PerCpu;
 /// <see cref="ProcessorId.SlotCount"/> + 1; <see cref="ProcessorId.SlotCount"/> is the processor count rounded up to a
 /// power of two), plus
 /// this object (about 48 bytes). On a 64-CPU server with every CPU writing: about 9.8 KiB.</para>
-/// <para>The total wraps silently beyond <see cref="long.MaxValue"/>, as an <see cref="Interlocked.Add(ref long, long)"/> would.</para>
+/// <para><b>Limits</b>: the total saturates at <see cref="long.MaxValue"/> instead of wrapping (an
+/// <see cref="Interlocked.Add(ref long, long)"/> would go negative): each CPU slot's cell is read as unsigned, so reads
+/// are exact until one slot alone has been added 2^64 - 1 (twice <see cref="long.MaxValue"/>), and a read never
+/// returns less than an earlier one below that.</para>
 /// </remarks>
 public sealed class PerCpuCounter
 {
@@ -50,7 +53,7 @@ public sealed class PerCpuCounter
     }
 
     /// <summary>The total added so far. See the type's remarks for what a read returns while writers run.</summary>
-    public long Sum() => _shards.Sum();
+    public long Sum() => _shards.SumSaturating();
 
     /// <summary>
     /// The increase since the previous call (or since creation), for delta temporality. Loses no concurrent add: an
@@ -60,7 +63,7 @@ public sealed class PerCpuCounter
     {
         lock (_collectLock)
         {
-            long now = _shards.Sum();
+            long now = _shards.SumSaturating();
             long delta = now - _lastCollected;
             _lastCollected = now;
             return delta;

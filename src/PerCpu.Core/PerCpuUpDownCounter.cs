@@ -37,6 +37,10 @@ public sealed class PerCpuUpDownCounter
     /// <summary>The current value. See the type's remarks for what a read returns while writers run.</summary>
     public long Sum() => _shards.Sum();
 
+    /// <summary>The value of a counter that was only ever added non-negative amounts (the Meter API listener's monotonic
+    /// counters), saturating at <see cref="long.MaxValue"/> as <see cref="PerCpuCounter.Sum"/> does.</summary>
+    internal long SumSaturating() => _shards.SumSaturating();
+
     /// <summary>CPU slots that have written to this counter.</summary>
     public int ShardCount => _shards.AllocatedCells;
 }

@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 using PerCpu.Families;
 
 namespace PerCpu.AspNetCore.Tests;
@@ -47,6 +48,20 @@ public sealed class AppMetricsTests
         {
             await app.StopAsync(Ct);
         }
+    }
+
+    [Fact]
+    public async Task AnInstrumentWithAnInvalidName_IsLoggedAsAWarning()
+    {
+        string meterName = UniqueMeter();
+        await using TestApp app = await TestApp.StartAsync(o => o.Meters.Add(meterName), b => b.Logging.AddFakeLogging());
+        Meter meter = app.App.Services.GetRequiredService<IMeterFactory>().Create(meterName);
+        meter.CreateCounter<long>("bad name").Add(1);
+        FakeLogRecord warning = Assert.Single(
+            app.App.Services.GetFakeLogCollector().GetSnapshot(),
+            r => r.Level == LogLevel.Warning && r.Id.Name == "InstrumentNotCollected");
+        Assert.Contains("'bad name'", warning.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("bad_name", (await app.ScrapeAsync()).Text, StringComparison.Ordinal);
     }
 
     private sealed class CountsInItsConstructor : Microsoft.Extensions.Hosting.IHostedService

@@ -11,6 +11,37 @@ public sealed class CounterTests
     private const int AddsPerThread = 1_000_000;
 
     [Fact]
+    public void Counter_AddedPastLongMaxValue_SaturatesInsteadOfWrapping()
+    {
+        var c = new PerCpuCounter();
+        c.Add(long.MaxValue);
+        Assert.Equal(long.MaxValue, c.Collect());
+        c.Add(long.MaxValue); // an Interlocked.Add total would read -2
+        Assert.Equal(long.MaxValue, c.Sum());
+        c.Increment();
+        Assert.Equal(long.MaxValue, c.Sum());
+        Assert.Equal(0, c.Collect());
+
+        // Many more threads than cores adding 1.5 x long.MaxValue in all (below 2^64, so even if one CPU slot took it
+        // all its cell stays exact): reads never go down, and the total saturates.
+        var many = new PerCpuCounter();
+        long previous = 0;
+        Stress.WritersWhileReading(16, t =>
+        {
+            for (int i = 0; i < 1000; i++)
+            {
+                many.Add(long.MaxValue / 16_000 * 3 / 2);
+            }
+        }, () =>
+        {
+            long now = many.Sum();
+            Assert.True(now >= previous, $"a read went from {previous} down to {now}");
+            previous = now;
+        });
+        Assert.Equal(long.MaxValue, many.Sum());
+    }
+
+    [Fact]
     public void Counter_ManyThreadsWithConcurrentReader_ReadsMonotonicBoundedAndFinalExact() =>
         AssertCounterExact(new PerCpuCounter());
 

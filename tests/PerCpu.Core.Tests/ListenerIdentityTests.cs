@@ -140,6 +140,46 @@ public sealed class ListenerIdentityTests
     }
 
     [Fact]
+    public void ALongCounterAddedPastLongMaxValue_Saturates_AnUpDownCounterStillSums()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        using var listener = new PerCpuMeterListener([name]);
+        Counter<long> c = meter.CreateCounter<long>("big");
+        UpDownCounter<long> u = meter.CreateUpDownCounter<long>("level");
+        c.Add(long.MaxValue);
+        c.Add(long.MaxValue);
+        u.Add(long.MaxValue);
+        u.Add(long.MaxValue);
+        u.Add(-long.MaxValue); // the cells wrap, the sum is right
+
+        var w = new CollectingWriter();
+        listener.Collect(w);
+        Assert.Equal(long.MaxValue, w.Points[("big", "")]);
+        Assert.Equal(long.MaxValue, w.Points[("level", "")]);
+    }
+
+    [Fact]
+    public void AnInstrumentWithAnInvalidName_IsDroppedWithAWarning_NeverSilently()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        var warnings = new List<string>();
+        using var listener = new PerCpuMeterListener([name], warn: warnings.Add);
+        meter.CreateCounter<long>("orders placed!").Add(1);
+        meter.CreateCounter<long>("9lives").Add(1);
+        meter.CreateCounter<long>("fine").Add(1);
+
+        var w = new CollectingWriter();
+        listener.Collect(w);
+        Assert.Equal(["fine"], w.Families.Select(f => f.Name));
+        Assert.Equal(2, listener.DroppedInstruments);
+        Assert.Equal(2, warnings.Count);
+        Assert.Contains(warnings, m => m.Contains("'orders placed!'", StringComparison.Ordinal) && m.Contains(name, StringComparison.Ordinal));
+        Assert.Contains(warnings, m => m.Contains("'9lives'", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void ObservableCounterPastTheCap_OverflowSeriesSumsWhatItStandsFor()
     {
         string name = UniqueMeter();

@@ -36,8 +36,10 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     private readonly Dictionary<MetricDescriptor, Aggregator> _byDescriptor = [];
     private readonly List<Aggregator> _ordered = [];
     private readonly Lock _collectLock = new();
+    private readonly Action<string>? _warn;
     private long _invalid;
     private long _callbackFailures;
+    private long _dropped;
     private int _generation;
 
     /// <summary>Starts listening.</summary>
@@ -45,8 +47,10 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     /// <param name="excludedMeters">Meter names never listened to, even when a pattern matches.</param>
     /// <param name="maxSeriesPerInstrument">Cap on tag sets per instrument. Default 2000.</param>
     /// <param name="layoutFor">The histogram layout for a unit and advised boundaries; default <see cref="MetricRegistry.LayoutFor"/>.</param>
-    public PerCpuMeterListener(IEnumerable<string> meterNames, IEnumerable<string>? excludedMeters = null, int maxSeriesPerInstrument = 2000, Func<string?, IReadOnlyList<double>?, HistogramLayout>? layoutFor = null)
+    /// <param name="warn">Told once per instrument that is not aggregated, and why (an ASP.NET Core app logs it); may be null.</param>
+    public PerCpuMeterListener(IEnumerable<string> meterNames, IEnumerable<string>? excludedMeters = null, int maxSeriesPerInstrument = 2000, Func<string?, IReadOnlyList<double>?, HistogramLayout>? layoutFor = null, Action<string>? warn = null)
     {
+        _warn = warn;
         ArgumentNullException.ThrowIfNull(meterNames);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxSeriesPerInstrument, 1);
         string[] names = [.. meterNames.Where(n => !string.IsNullOrWhiteSpace(n)).Select(n => n.Trim())];
@@ -72,6 +76,12 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
     /// <summary>Observable-instrument callbacks that threw during a collection (their series are left out of it).</summary>
     public long CallbackFailures => Volatile.Read(ref _callbackFailures);
+
+    /// <summary>
+    /// Instruments of listened meters that are not aggregated: a name outside OpenTelemetry's instrument name syntax
+    /// (dropped, as the OpenTelemetry SDK drops it), each reported once to the <c>warn</c> callback.
+    /// </summary>
+    public long DroppedInstruments => Volatile.Read(ref _dropped);
 
     /// <summary>Measurements counted as invalid and left out (NaN or infinite sums, negative adds to counters).</summary>
     public long InvalidMeasurements => Volatile.Read(ref _invalid);
@@ -180,9 +190,20 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         {
             descriptor = new MetricDescriptor(instrument.Name, type.Value, instrument.Unit, instrument.Description);
         }
-        catch (ArgumentException)
+        catch (ArgumentException ex)
         {
-            return; // a name outside OpenTelemetry's syntax: not exposed
+            // A name outside OpenTelemetry's syntax: dropped, as the OpenTelemetry SDK drops it, but never silently.
+            Interlocked.Increment(ref _dropped);
+            try
+            {
+                _warn?.Invoke($"PerCpu: instrument '{instrument.Name}' of meter '{instrument.Meter.Name}' is not collected: {ex.Message}");
+            }
+            catch (Exception)
+            {
+                // the app's logger must not break instrument creation
+            }
+
+            return;
         }
 
         bool integer = instrument.GetType().GetGenericArguments() is [Type t] && (t == typeof(byte) || t == typeof(short) || t == typeof(int) || t == typeof(long));
@@ -333,7 +354,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
             {
                 foreach ((MetricLabels labels, PerCpuUpDownCounter c) in longs?.Series.Snapshot() ?? [])
                 {
-                    writer.WritePoint(labels, c.Sum());
+                    writer.WritePoint(labels, longs!.Read(c));
                 }
 
                 return;
@@ -360,7 +381,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
             {
                 string key = Key(labels);
                 double fraction = fractions.Remove(key, out (MetricLabels Labels, double Value) f) ? f.Value : 0;
-                writer.WritePoint(labels, c.Sum() + fraction);
+                writer.WritePoint(labels, longs.Read(c) + fraction);
             }
 
             foreach ((MetricLabels labels, double value) in fractions.Values)
@@ -374,6 +395,9 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         private sealed class LongPart(int max, PerCpuMeterListener owner, bool monotonic) : Recorder(owner)
         {
             public TagSeriesTable<PerCpuUpDownCounter> Series { get; } = new(max, static () => new PerCpuUpDownCounter());
+
+            /// <summary>A point's value: a monotonic counter saturates at long.MaxValue, an up-down counter wraps as a sum does.</summary>
+            public long Read(PerCpuUpDownCounter c) => monotonic ? c.SumSaturating() : c.Sum();
 
             [MethodImpl(MethodImplOptions.AggressiveInlining)]
             public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)

@@ -94,6 +94,25 @@ internal readonly struct PerCpuInt64
         return sum;
     }
 
+    /// <summary>
+    /// Folds the cells of a store that is only ever added non-negative amounts, each cell read as unsigned (a cell holds
+    /// up to 2^64 - 1 exactly, twice <see cref="long.MaxValue"/>), and saturates at <see cref="long.MaxValue"/>: such a
+    /// total never reads as negative or lower than before, where <see cref="Sum"/> would wrap.
+    /// </summary>
+    public long SumSaturating()
+    {
+        UInt128 sum = 0;
+        foreach (PaddedInt64? cell in _cells)
+        {
+            if (cell is not null)
+            {
+                sum += (ulong)Volatile.Read(ref cell.Value);
+            }
+        }
+
+        return sum >= long.MaxValue ? long.MaxValue : (long)sum;
+    }
+
     /// <summary>How many slots have a cell (for memory accounting).</summary>
     public int AllocatedCells
     {

@@ -26,6 +26,14 @@ public sealed class PerCpuMetricsOptions
     /// </summary>
     public int MaxSeriesPerMetric { get; set; } = 2000;
 
+    /// <summary>
+    /// The longest label value exposed, in characters: a Meter API tag value or a labelled family's value that is
+    /// longer is cut to this length, its last character <c>…</c>, and the series counted in
+    /// <c>percpu_label_values_truncated_total</c>, so one huge value cannot make every scrape huge. Default 1024; 16 to
+    /// 65536.
+    /// </summary>
+    public int MaxLabelValueLength { get; set; } = 1024;
+
     /// <summary>Windows, in seconds, of the request rates computed at scrape time from a per-second ring. Default 1, 10, 60.</summary>
     public IList<int> RateWindowsSeconds { get; set; } = [1, 10, 60];
 

@@ -41,14 +41,18 @@ public static class PerCpuMetricsServiceCollectionExtensions
         services.TryAddSingleton(TimeProvider.System);
         services.AddMetrics();
         services.TryAddSingleton<HttpMetricsStore>();
-        services.TryAddSingleton(sp => new MetricRegistry(sp.GetRequiredService<IOptions<PerCpuMetricsOptions>>().Value.MaxSeriesPerMetric));
+        services.TryAddSingleton(sp =>
+        {
+            PerCpuMetricsOptions o = sp.GetRequiredService<IOptions<PerCpuMetricsOptions>>().Value;
+            return new MetricRegistry(o.MaxSeriesPerMetric, o.MaxLabelValueLength);
+        });
         services.TryAddSingleton(sp =>
         {
             PerCpuMetricsOptions o = sp.GetRequiredService<IOptions<PerCpuMetricsOptions>>().Value;
             double[]? boundaries = o.HistogramBoundaries is null ? null : [.. o.HistogramBoundaries];
             Microsoft.Extensions.Logging.ILogger? log = sp.GetService<Microsoft.Extensions.Logging.ILoggerFactory>()?.CreateLogger("PerCpu.Metrics");
             var listener = new PerCpuMeterListener(o.Meters, NeverListened, o.MaxSeriesPerMetric, (unit, advice) => MetricRegistry.LayoutFor(unit, advice ?? boundaries),
-                log is null ? null : message => s_notCollected(log, message, null));
+                log is null ? null : message => s_notCollected(log, message, null), o.MaxLabelValueLength);
             sp.GetRequiredService<MetricRegistry>().AddProducer(listener);
             return listener;
         });

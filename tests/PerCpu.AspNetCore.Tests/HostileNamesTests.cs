@@ -64,6 +64,17 @@ public sealed class HostileNamesTests
         Assert.Equal(2, Family(e, "percpu_metric_name_conflicts_total").GetProperty("metric")[0].GetProperty("counter").GetProperty("value").GetDouble());
     }
 
+    [Fact]
+    public async Task ATenMillionCharacterTagValue_IsCutInEveryFormat_TheScrapeStaysSmall()
+    {
+        string huge = new('v', 10_000_000);
+        Exposition e = await ExposeAsync(m => m.CreateCounter<long>("paths").Add(1, new KeyValuePair<string, object?>("path", huge)));
+        string cut = new string('v', 1023) + "\u2026";
+        Assert.Contains("paths_total{path=\"" + cut + "\"} 1\n", e.Text, StringComparison.Ordinal);
+        Assert.True(e.Text.Length < 8192, $"{e.Text.Length} characters");
+        Assert.Equal(cut, Family(e, "paths_total").GetProperty("metric")[0].GetProperty("label")[0].GetProperty("value").GetString());
+    }
+
     private sealed record Exposition(string Text, string OpenMetrics, JsonElement Families);
 
     private static JsonElement Family(Exposition e, string name) =>

@@ -21,6 +21,7 @@ public sealed class StartupAndBridgeTests
         { "boundaries-order", "PerCpuMetricsOptions.DurationBoundaries must be strictly increasing" },
         { "boundaries-range", "PerCpuMetricsOptions.DurationBoundaries[0]" },
         { "cap", "PerCpuMetricsOptions.MaxSeriesPerMetric" },
+        { "label-length", "PerCpuMetricsOptions.MaxLabelValueLength" },
         { "window", "PerCpuMetricsOptions.RateWindowsSeconds" },
         { "scale", "PerCpuMetricsOptions.HistogramScale" },
     };
@@ -38,6 +39,7 @@ public sealed class StartupAndBridgeTests
                     case "boundaries-order": o.DurationBoundaries = [0.1, 0.05]; break;
                     case "boundaries-range": o.DurationBoundaries = [-1]; break;
                     case "cap": o.MaxSeriesPerMetric = 0; break;
+                    case "label-length": o.MaxLabelValueLength = 5; break;
                     case "window": o.RateWindowsSeconds = [10, 0]; break;
                     default: o.HistogramScale = 12; break;
                 }

@@ -38,7 +38,7 @@ public sealed class ListenerIdentityTests
     public static TheoryData<object?> Values()
     {
         var data = new TheoryData<object?>();
-        foreach (object? v in new object?[] { 0, -5, 200, int.MinValue, long.MaxValue, long.MinValue, (short)-32768, (byte)255, 1.5, -0.0, 1.00m, true, null, "", "/api/v1/users/42/profile", 'x', DayOfWeek.Friday })
+        foreach (object? v in new object?[] { 0, -5, 200, int.MinValue, long.MaxValue, long.MinValue, (short)-32768, (byte)255, 1.5, -0.0, 1.00m, true, null, "", "/api/v1/users/42/profile", new string('y', 5000), 'x', DayOfWeek.Friday })
         {
             data.Add(v);
         }
@@ -50,11 +50,14 @@ public sealed class ListenerIdentityTests
     [MemberData(nameof(Values))]
     public void EveryValue_HashesAndComparesAsItsRendering(object? value)
     {
-        string rendered = TagValues.Render(value);
-        Assert.Equal(TagValues.HashChars(rendered), TagValues.ValueHash(value));
-        Assert.Equal(TagValues.ValueHash(rendered), TagValues.ValueHash(value));
-        Assert.True(TagValues.RendersAs(rendered, rendered, value));
-        Assert.False(TagValues.RendersAs(rendered + "0", rendered + "0", value));
+        foreach (int max in new[] { 1024, 16 }) // 16: the route and long.MinValue are cut
+        {
+            string rendered = TagValues.Render(value, max);
+            Assert.Equal(TagValues.HashChars(rendered), TagValues.ValueHash(value, max));
+            Assert.Equal(TagValues.ValueHash(TagValues.Render(value), max), TagValues.ValueHash(value, max));
+            Assert.True(TagValues.RendersAs(rendered, rendered, value, max));
+            Assert.False(TagValues.RendersAs(rendered + "0", rendered + "0", value, max));
+        }
     }
 
     [Fact]
@@ -177,6 +180,32 @@ public sealed class ListenerIdentityTests
         Assert.Equal(2, warnings.Count);
         Assert.Contains(warnings, m => m.Contains("'orders placed!'", StringComparison.Ordinal) && m.Contains(name, StringComparison.Ordinal));
         Assert.Contains(warnings, m => m.Contains("'9lives'", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void AHugeTagValue_IsCutToTheMaximumLength_MarkedAndCounted()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        using var listener = new PerCpuMeterListener([name], maxLabelValueLength: 64);
+        var registry = new MetricRegistry(maxLabelValueLength: 64);
+        registry.AddProducer(listener);
+        Counter<long> c = meter.CreateCounter<long>("c");
+        string huge = new('x', 10_000_000);
+        c.Add(1, Tag("path", huge));
+        c.Add(1, Tag("path", huge[..63] + "different tail")); // the same once cut: one series
+        c.Add(1, Tag("path", new string('x', 64))); // exactly the maximum: not cut
+        registry.CreateCounter("f", null, null, "v").WithLabels(huge).Increment();
+
+        var w = new CollectingWriter();
+        registry.Collect(w);
+        string cut = new string('x', 63) + "\u2026";
+        Assert.Equal(2, w.Points[("c", "path=" + cut)]);
+        Assert.Equal(1, w.Points[("c", "path=" + new string('x', 64))]);
+        Assert.Equal(1, w.Points[("f", "v=" + cut)]);
+        Assert.Equal(1, listener.TruncatedLabelValues);
+        Assert.Equal(2, w.Points[("percpu.label_values_truncated", "")]);
+        Assert.True(PrometheusTextWriter.WriteToString(registry, openMetrics: false).Length < 4096);
     }
 
     [Fact]

@@ -44,6 +44,11 @@ internal sealed class PerCpuMetricsOptionsValidator : IValidateOptions<PerCpuMet
             failures.Add($"PerCpuMetricsOptions.MaxSeriesPerMetric is {options.MaxSeriesPerMetric}; use 1 to 1000000 (default 2000). It bounds memory under a flood of label combinations.");
         }
 
+        if (options.MaxLabelValueLength is < 16 or > 65536)
+        {
+            failures.Add($"PerCpuMetricsOptions.MaxLabelValueLength is {options.MaxLabelValueLength}; use 16 to 65536 (default 1024). Longer label values are cut to it.");
+        }
+
         if (options.RateWindowsSeconds is null || options.RateWindowsSeconds.Count == 0)
         {
             failures.Add("PerCpuMetricsOptions.RateWindowsSeconds is empty; give at least one window in seconds, e.g. [1, 10, 60].");

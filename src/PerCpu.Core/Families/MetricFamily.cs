@@ -30,6 +30,12 @@ public abstract class MetricFamily : IMetricsProducer
     /// <summary>The most children (label combinations) the family creates; beyond it, the overflow child.</summary>
     public int MaxSeries { get; }
 
+    /// <summary>The longest label value a child is created with; longer values are cut (the last character <c>…</c>).</summary>
+    internal int MaxLabelValueLength { get; init; } = TagValues.DefaultMaxLength;
+
+    /// <summary>Told when a child is created with a cut value (the registry counts it).</summary>
+    internal Action? OnCut { get; init; }
+
     /// <summary>How many times a label combination beyond the cap was asked for (and got the overflow child).</summary>
     public abstract long OverflowRequests { get; }
 
@@ -88,6 +94,15 @@ public abstract class MetricFamily<TChild> : MetricFamily
             }
         }
 
+        bool cut = false;
+        if (labelValues.Any(v => v.Length > MaxLabelValueLength))
+        {
+            // Cut as the Meter API listener cuts (the last character the mark): two values that differ only beyond the
+            // cap are one child, never two children that print the same labels.
+            labelValues = [.. labelValues.Select(v => TagValues.Render(v, MaxLabelValueLength))];
+            cut = true;
+        }
+
         var key = new LabelKey(labelValues);
         if (_children.TryGetValue(key, out (MetricLabels Labels, TChild Child) found))
         {
@@ -105,6 +120,11 @@ public abstract class MetricFamily<TChild> : MetricFamily
             {
                 Interlocked.Increment(ref _overflowRequests);
                 return _overflow ??= CreateChild();
+            }
+
+            if (cut)
+            {
+                OnCut?.Invoke(); // once per child, when it is created
             }
 
             var entry = (new MetricLabels(Descriptor.LabelNames, [.. labelValues]), CreateChild());

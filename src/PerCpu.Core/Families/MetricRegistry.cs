@@ -22,11 +22,25 @@ public sealed class MetricRegistry : IMetricsProducer
 
     /// <summary>Creates a registry.</summary>
     /// <param name="maxSeriesPerFamily">The cap on each family's children. Default 2000, OpenTelemetry's cardinality limit.</param>
-    public MetricRegistry(int maxSeriesPerFamily = 2000)
+    /// <param name="maxLabelValueLength">The longest label value a child is created with (default 1024, at least 16); a
+    /// longer one is cut, its last character <c>…</c>.</param>
+    public MetricRegistry(int maxSeriesPerFamily = 2000, int maxLabelValueLength = TagValues.DefaultMaxLength)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxSeriesPerFamily, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxLabelValueLength, 16);
         MaxSeriesPerFamily = maxSeriesPerFamily;
+        MaxLabelValueLength = maxLabelValueLength;
     }
+
+    /// <summary>The longest label value a family's child is created with.</summary>
+    public int MaxLabelValueLength { get; }
+
+    /// <summary>PerCpu's own family, written once a label value was cut: <c>percpu_label_values_truncated_total</c>.</summary>
+    private static readonly MetricDescriptor s_truncated = new("percpu.label_values_truncated", MetricType.Counter, null, "Series created with a label value cut at the maximum label value length (the value ends in '\u2026').");
+
+    private long _cut;
+
+    private void CountCut() => Interlocked.Increment(ref _cut);
 
     /// <summary>The cap on each family's children.</summary>
     public int MaxSeriesPerFamily { get; }
@@ -38,7 +52,7 @@ public sealed class MetricRegistry : IMetricsProducer
     /// <param name="labelNames">Label names.</param>
     /// <returns>The family.</returns>
     public CounterFamily CreateCounter(string name, string? unit = null, string? description = null, params string[] labelNames) =>
-        GetOrAdd(new CounterFamily(new MetricDescriptor(name, MetricType.Counter, unit, description, labelNames), MaxSeriesPerFamily));
+        GetOrAdd(new CounterFamily(new MetricDescriptor(name, MetricType.Counter, unit, description, labelNames), MaxSeriesPerFamily) { MaxLabelValueLength = MaxLabelValueLength, OnCut = CountCut });
 
     /// <summary>Creates (or returns the identical existing) up-down counter family.</summary>
     /// <param name="name">Instrument-style name.</param>
@@ -47,7 +61,7 @@ public sealed class MetricRegistry : IMetricsProducer
     /// <param name="labelNames">Label names.</param>
     /// <returns>The family.</returns>
     public UpDownCounterFamily CreateUpDownCounter(string name, string? unit = null, string? description = null, params string[] labelNames) =>
-        GetOrAdd(new UpDownCounterFamily(new MetricDescriptor(name, MetricType.UpDownCounter, unit, description, labelNames), MaxSeriesPerFamily));
+        GetOrAdd(new UpDownCounterFamily(new MetricDescriptor(name, MetricType.UpDownCounter, unit, description, labelNames), MaxSeriesPerFamily) { MaxLabelValueLength = MaxLabelValueLength, OnCut = CountCut });
 
     /// <summary>Creates (or returns the identical existing) gauge family.</summary>
     /// <param name="name">Instrument-style name.</param>
@@ -56,7 +70,7 @@ public sealed class MetricRegistry : IMetricsProducer
     /// <param name="labelNames">Label names.</param>
     /// <returns>The family.</returns>
     public GaugeFamily CreateGauge(string name, string? unit = null, string? description = null, params string[] labelNames) =>
-        GetOrAdd(new GaugeFamily(new MetricDescriptor(name, MetricType.Gauge, unit, description, labelNames), MaxSeriesPerFamily));
+        GetOrAdd(new GaugeFamily(new MetricDescriptor(name, MetricType.Gauge, unit, description, labelNames), MaxSeriesPerFamily) { MaxLabelValueLength = MaxLabelValueLength, OnCut = CountCut });
 
     /// <summary>Creates (or returns the identical existing) histogram family.</summary>
     /// <param name="name">Instrument-style name, e.g. <c>shop.checkout.duration</c> (with unit <c>s</c>: <c>shop_checkout_duration_seconds</c>).</param>
@@ -66,7 +80,7 @@ public sealed class MetricRegistry : IMetricsProducer
     /// <param name="labelNames">Label names.</param>
     /// <returns>The family.</returns>
     public HistogramFamily CreateHistogram(string name, string? unit = null, string? description = null, IReadOnlyList<double>? boundaries = null, params string[] labelNames) =>
-        GetOrAdd(new HistogramFamily(new MetricDescriptor(name, MetricType.Histogram, unit, description, labelNames), MaxSeriesPerFamily, LayoutFor(unit, boundaries)));
+        GetOrAdd(new HistogramFamily(new MetricDescriptor(name, MetricType.Histogram, unit, description, labelNames), MaxSeriesPerFamily, LayoutFor(unit, boundaries)) { MaxLabelValueLength = MaxLabelValueLength, OnCut = CountCut });
 
     /// <summary>Adds a producer whose families are written after the registry's own, in the order added.</summary>
     /// <param name="producer">The producer.</param>
@@ -112,6 +126,13 @@ public sealed class MetricRegistry : IMetricsProducer
         foreach (IMetricsProducer producer in producers)
         {
             producer.Collect(writer);
+        }
+
+        long cut = Volatile.Read(ref _cut) + producers.OfType<PerCpuMeterListener>().Sum(l => l.TruncatedLabelValues);
+        if (cut > 0)
+        {
+            writer.BeginFamily(s_truncated);
+            writer.WritePoint(MetricLabels.Empty, cut);
         }
     }
 

@@ -37,6 +37,8 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     private readonly List<Aggregator> _ordered = [];
     private readonly Lock _collectLock = new();
     private readonly Action<string>? _warn;
+    private readonly int _maxValueLength;
+    private long _truncated;
     private long _invalid;
     private long _callbackFailures;
     private long _dropped;
@@ -48,9 +50,13 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     /// <param name="maxSeriesPerInstrument">Cap on tag sets per instrument. Default 2000.</param>
     /// <param name="layoutFor">The histogram layout for a unit and advised boundaries; default <see cref="MetricRegistry.LayoutFor"/>.</param>
     /// <param name="warn">Told once per instrument that is not aggregated, and why (an ASP.NET Core app logs it); may be null.</param>
-    public PerCpuMeterListener(IEnumerable<string> meterNames, IEnumerable<string>? excludedMeters = null, int maxSeriesPerInstrument = 2000, Func<string?, IReadOnlyList<double>?, HistogramLayout>? layoutFor = null, Action<string>? warn = null)
+    /// <param name="maxLabelValueLength">The longest tag value exposed (default 1024 characters, at least 16); a longer one
+    /// is cut, its last character <c>…</c>, and counted in <see cref="TruncatedLabelValues"/>.</param>
+    public PerCpuMeterListener(IEnumerable<string> meterNames, IEnumerable<string>? excludedMeters = null, int maxSeriesPerInstrument = 2000, Func<string?, IReadOnlyList<double>?, HistogramLayout>? layoutFor = null, Action<string>? warn = null, int maxLabelValueLength = TagValues.DefaultMaxLength)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxLabelValueLength, 16);
         _warn = warn;
+        _maxValueLength = maxLabelValueLength;
         ArgumentNullException.ThrowIfNull(meterNames);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxSeriesPerInstrument, 1);
         string[] names = [.. meterNames.Where(n => !string.IsNullOrWhiteSpace(n)).Select(n => n.Trim())];
@@ -82,6 +88,10 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     /// (dropped, as the OpenTelemetry SDK drops it), each reported once to the <c>warn</c> callback.
     /// </summary>
     public long DroppedInstruments => Volatile.Read(ref _dropped);
+
+    /// <summary>Series whose tag values were cut at the maximum length (counted once per series); a
+    /// <see cref="MetricRegistry"/> this listener produces for writes it as <c>percpu_label_values_truncated_total</c>.</summary>
+    public long TruncatedLabelValues => Volatile.Read(ref _truncated);
 
     /// <summary>Measurements counted as invalid and left out (NaN or infinite sums, negative adds to counters).</summary>
     public long InvalidMeasurements => Volatile.Read(ref _invalid);
@@ -281,6 +291,8 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
     private void CountInvalid() => Interlocked.Increment(ref _invalid);
 
+    private void CountCut() => Interlocked.Increment(ref _truncated);
+
     /// <summary>One measurement; a tag value whose <c>ToString()</c> throws makes it invalid, never the caller's exception.</summary>
     private static void RecordLong(Recorder recorder, long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
@@ -394,7 +406,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
         private sealed class LongPart(int max, PerCpuMeterListener owner, bool monotonic) : Recorder(owner)
         {
-            public TagSeriesTable<PerCpuUpDownCounter> Series { get; } = new(max, static () => new PerCpuUpDownCounter());
+            public TagSeriesTable<PerCpuUpDownCounter> Series { get; } = new(max, static () => new PerCpuUpDownCounter(), owner._maxValueLength, owner.CountCut);
 
             /// <summary>A point's value: a monotonic counter saturates at long.MaxValue, an up-down counter wraps as a sum does.</summary>
             public long Read(PerCpuUpDownCounter c) => monotonic ? c.SumSaturating() : c.Sum();
@@ -417,7 +429,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
         private sealed class DoublePart(int max, PerCpuMeterListener owner, bool monotonic) : Recorder(owner)
         {
-            public TagSeriesTable<PerCpuDouble> Series { get; } = new(max, static () => new PerCpuDouble());
+            public TagSeriesTable<PerCpuDouble> Series { get; } = new(max, static () => new PerCpuDouble(), owner._maxValueLength, owner.CountCut);
 
             public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => RecordDouble(value, tags);
 
@@ -437,7 +449,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
     private sealed class HistogramAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, HistogramLayout layout) : Aggregator(descriptor, owner)
     {
-        private readonly TagSeriesTable<PerCpuHistogram> _series = new(max, () => new PerCpuHistogram(layout));
+        private readonly TagSeriesTable<PerCpuHistogram> _series = new(max, () => new PerCpuHistogram(layout), owner._maxValueLength, owner.CountCut);
 
         public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).Record(value);
 
@@ -456,7 +468,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
     private sealed class GaugeAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner) : Aggregator(descriptor, owner)
     {
-        private readonly TagSeriesTable<MetricGauge> _series = new(max, static () => new MetricGauge());
+        private readonly TagSeriesTable<MetricGauge> _series = new(max, static () => new MetricGauge(), owner._maxValueLength, owner.CountCut);
 
         public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).Set(value);
 
@@ -479,7 +491,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     /// </summary>
     private sealed class ObservableAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, bool sums) : Aggregator(descriptor, owner)
     {
-        private readonly TagSeriesTable<Observed> _series = new(max, static () => new Observed());
+        private readonly TagSeriesTable<Observed> _series = new(max, static () => new Observed(), owner._maxValueLength, owner.CountCut);
 
         public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
         {

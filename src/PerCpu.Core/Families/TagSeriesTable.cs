@@ -18,7 +18,7 @@ namespace PerCpu.Families;
 /// <para><b>Reads while writers run</b>: <see cref="Snapshot"/> returns every series created before it was called; a
 /// series created meanwhile may or may not be in it. Series are never removed.</para>
 /// </remarks>
-internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
+internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int maxValueLength = TagValues.DefaultMaxLength, Action? onCut = null)
     where TSeries : class
 {
     /// <summary>Recent entries per CPU slot (two 64-byte lines): the last one found, then 15 chosen by the tag objects' addresses.</summary>
@@ -195,7 +195,7 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
 
     /// <summary>Whether <paramref name="tags"/> is the stored tag set: each stored key exactly once, each value rendering alike.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool Matches(Entry stored, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    private bool Matches(Entry stored, ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
         string[] keys = stored.Keys;
         if (keys.Length != tags.Length || tags.Length > 64)
@@ -214,7 +214,7 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
             }
 
             seen |= 1UL << j;
-            if (!TagValues.RendersAs(stored.Rendered[j], stored.Raw[j], tags[i].Value))
+            if (!TagValues.RendersAs(stored.Rendered[j], stored.Raw[j], tags[i].Value, maxValueLength))
             {
                 return false;
             }
@@ -224,7 +224,7 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)] // more than 64 tags: no bit set to spot a repeated key
-    private static bool MatchesLarge(Entry stored, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    private bool MatchesLarge(Entry stored, ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
         if (HasDuplicateKeys(tags))
         {
@@ -234,7 +234,7 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
         foreach (KeyValuePair<string, object?> tag in tags)
         {
             int j = Array.IndexOf(stored.Keys, tag.Key ?? "");
-            if (j < 0 || !TagValues.RendersAs(stored.Rendered[j], stored.Raw[j], tag.Value))
+            if (j < 0 || !TagValues.RendersAs(stored.Rendered[j], stored.Raw[j], tag.Value, maxValueLength))
             {
                 return false;
             }
@@ -261,12 +261,12 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int Hash(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    private int Hash(ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
         ulong sum = 0; // order-independent: a sum of per-tag hashes
         foreach (KeyValuePair<string, object?> tag in tags)
         {
-            sum += TagValues.TagHash(tag.Key, tag.Value);
+            sum += TagValues.TagHash(tag.Key, tag.Value, maxValueLength);
         }
 
         return TagValues.Finish(sum);
@@ -344,7 +344,12 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create)
         {
             keys[i] = tags[i].Key ?? "";
             raw[i] = tags[i].Value;
-            rendered[i] = TagValues.Render(tags[i].Value);
+            string full = TagValues.Render(tags[i].Value);
+            rendered[i] = full.Length <= maxValueLength ? full : TagValues.Render(full, maxValueLength);
+            if (full.Length > maxValueLength)
+            {
+                onCut?.Invoke(); // counted once per series, when it is created
+            }
         }
 
         lock (_lock)

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using System.Numerics;
 using System.Runtime.CompilerServices;
@@ -32,7 +33,20 @@ internal static class TagValues
 
     private static readonly ulong s_seed = NewSeed();
 
-    /// <summary>The string a value is exposed as.</summary>
+    /// <summary>The longest label value exposed by default: no real label comes near it; a longer one is cut.</summary>
+    public const int DefaultMaxLength = 1024;
+
+    /// <summary>The mark that ends a value cut at the maximum length (the value then has exactly that length).</summary>
+    public const char TruncationMark = '\u2026';
+
+    /// <summary>The string a value is exposed as, cut to <paramref name="max"/> characters (the last one the mark).</summary>
+    public static string Render(object? value, int max)
+    {
+        string text = Render(value);
+        return text.Length <= max ? text : string.Concat(text.AsSpan(0, max - 1), [TruncationMark]);
+    }
+
+    /// <summary>The string a value is exposed as, uncut.</summary>
     public static string Render(object? value) => value switch
     {
         null => "",
@@ -48,7 +62,7 @@ internal static class TagValues
     /// whole keys too put three more dependent multiplies per tag on the path (a 3-tag set took 60 ns to hash).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong TagHash(string? key, object? value) => Mum(ValueHash(value) ^ K1, KeyPrint(key) ^ K2);
+    public static ulong TagHash(string? key, object? value, int max) => Mum(ValueHash(value, max) ^ K1, KeyPrint(key) ^ K2);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static ulong KeyPrint(string? key)
@@ -63,20 +77,46 @@ internal static class TagValues
     }
 
     /// <summary>The hash of a value's rendering, without rendering it to a string where it is a string or a number.</summary>
+    /// <param name="value">The value.</param>
+    /// <param name="max">The longest rendering exposed (<see cref="Render(object?, int)"/>).</param>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong ValueHash(object? value)
+    public static ulong ValueHash(object? value, int max)
     {
         if (value is string s)
         {
-            return HashChars(s);
+            return s.Length <= max ? HashChars(s) : HashCut(s, max);
         }
 
-        return value is null ? HashChars("") : OtherValueHash(value);
+        return value is null ? HashChars("") : OtherValueHash(value, max);
     }
+
+    /// <summary>The hash of a rendering longer than <paramref name="max"/>, as it is exposed: cut, the mark last.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)] // hostile lengths only
+    [SkipLocalsInit]
+    private static ulong HashCut(ReadOnlySpan<char> text, int max)
+    {
+        char[]? rented = null;
+        Span<char> cut = max <= 1024 ? stackalloc char[max] : (rented = ArrayPool<char>.Shared.Rent(max)).AsSpan(0, max);
+        text[..(max - 1)].CopyTo(cut);
+        cut[max - 1] = TruncationMark;
+        ulong hash = HashChars(cut);
+        if (rented is not null)
+        {
+            ArrayPool<char>.Shared.Return(rented);
+        }
+
+        return hash;
+    }
+
+    /// <summary>Whether <paramref name="text"/>, cut to <paramref name="max"/>, is <paramref name="rendered"/>.</summary>
+    private static bool CutEquals(string rendered, ReadOnlySpan<char> text, int max) =>
+        text.Length <= max
+            ? text.SequenceEqual(rendered)
+            : rendered.Length == max && rendered[max - 1] == TruncationMark && text[..(max - 1)].SequenceEqual(rendered.AsSpan(0, max - 1));
 
     [MethodImpl(MethodImplOptions.NoInlining)] // numbers and the rest: kept out of the string path's code
     [SkipLocalsInit] // the buffer is written before it is read
-    private static ulong OtherValueHash(object value)
+    private static ulong OtherValueHash(object value, int max)
     {
         Span<char> buffer = stackalloc char[StackChars];
         long integer;
@@ -87,7 +127,8 @@ internal static class TagValues
             case short h: integer = h; break;
             case byte b: integer = b; break;
             default:
-                return TryRender(value, buffer, out int written) ? HashChars(buffer[..written]) : HashChars(Render(value));
+                ReadOnlySpan<char> text = TryRender(value, buffer, out int written) ? buffer[..written] : Render(value);
+                return text.Length <= max ? HashChars(text) : HashCut(text, max);
         }
 
         // Decimal digits written right to left (a status code: three divisions), as the invariant culture renders them.
@@ -105,15 +146,16 @@ internal static class TagValues
             buffer[--at] = '-';
         }
 
-        return HashChars(buffer[at..]);
+        return buffer.Length - at <= max ? HashChars(buffer[at..]) : HashCut(buffer[at..], max);
     }
 
     /// <summary>Whether <paramref name="value"/> renders as <paramref name="rendered"/>.</summary>
     /// <param name="rendered">A stored value's rendering.</param>
     /// <param name="raw">The stored value as first given (compared by reference and type first).</param>
     /// <param name="value">The value of a measurement.</param>
+    /// <param name="max">The longest rendering exposed.</param>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool RendersAs(string rendered, object? raw, object? value)
+    public static bool RendersAs(string rendered, object? raw, object? value, int max)
     {
         if (ReferenceEquals(raw, value))
         {
@@ -122,15 +164,15 @@ internal static class TagValues
 
         if (value is string s)
         {
-            return string.Equals(rendered, s, StringComparison.Ordinal);
+            return s.Length <= max ? string.Equals(rendered, s, StringComparison.Ordinal) : CutEquals(rendered, s, max);
         }
 
-        return OtherRendersAs(rendered, raw, value);
+        return OtherRendersAs(rendered, raw, value, max);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     [SkipLocalsInit] // the buffer is written before it is read
-    private static bool OtherRendersAs(string rendered, object? raw, object? value)
+    private static bool OtherRendersAs(string rendered, object? raw, object? value, int max)
     {
         if (value is null)
         {
@@ -143,9 +185,7 @@ internal static class TagValues
         }
 
         Span<char> buffer = stackalloc char[StackChars];
-        return TryRender(value, buffer, out int written)
-            ? buffer[..written].SequenceEqual(rendered)
-            : string.Equals(Render(value), rendered, StringComparison.Ordinal);
+        return TryRender(value, buffer, out int written) ? CutEquals(rendered, buffer[..written], max) : CutEquals(rendered, Render(value), max);
     }
 
     /// <summary>Writes the rendering of a value that is not a string into <paramref name="buffer"/>, if it fits.</summary>

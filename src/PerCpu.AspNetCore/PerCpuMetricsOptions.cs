@@ -34,6 +34,14 @@ public sealed class PerCpuMetricsOptions
     /// </summary>
     public int MaxLabelValueLength { get; set; } = 1024;
 
+    /// <summary>
+    /// How long a scrape or an export waits for the observable callbacks it starts (the <c>System.Runtime</c> meter's,
+    /// the app's <c>CreateObservableGauge</c> ones). One still running after it is reported from its last completed
+    /// values, logged and not started again until it returns; the scrape answers with everything else. Default 1 s;
+    /// above 0 and at most 60 s.
+    /// </summary>
+    public TimeSpan ObservableCallbackBudget { get; set; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Windows, in seconds, of the request rates computed at scrape time from a per-second ring. Default 1, 10, 60.</summary>
     public IList<int> RateWindowsSeconds { get; set; } = [1, 10, 60];
 

@@ -15,9 +15,10 @@ public static class PerCpuMetricsServiceCollectionExtensions
     // what the scrape already shows.
     private static readonly string[] NeverListened = ["Microsoft.AspNetCore.Hosting", MeterBridge.MeterName];
 
-    // LoggerMessage.Define, as in ScrapeEndpoint: an instrument of a listened meter that PerCpu cannot collect.
+    // LoggerMessage.Define, as in ScrapeEndpoint: an instrument of a listened meter that PerCpu cannot collect, or an
+    // observable callback past its budget.
     private static readonly Action<Microsoft.Extensions.Logging.ILogger, string, Exception?> s_notCollected = Microsoft.Extensions.Logging.LoggerMessage.Define<string>(
-        Microsoft.Extensions.Logging.LogLevel.Warning, new Microsoft.Extensions.Logging.EventId(4, "InstrumentNotCollected"), "{Problem}");
+        Microsoft.Extensions.Logging.LogLevel.Warning, new Microsoft.Extensions.Logging.EventId(4, "MeterListenerWarning"), "{Problem}");
 
     /// <summary>
     /// Adds PerCpu request metrics: the per-CPU store, the <see cref="MetricRegistry"/> for the app's own labelled families,
@@ -52,7 +53,7 @@ public static class PerCpuMetricsServiceCollectionExtensions
             double[]? boundaries = o.HistogramBoundaries is null ? null : [.. o.HistogramBoundaries];
             Microsoft.Extensions.Logging.ILogger? log = sp.GetService<Microsoft.Extensions.Logging.ILoggerFactory>()?.CreateLogger("PerCpu.Metrics");
             var listener = new PerCpuMeterListener(o.Meters, NeverListened, o.MaxSeriesPerMetric, (unit, advice) => MetricRegistry.LayoutFor(unit, advice ?? boundaries),
-                log is null ? null : message => s_notCollected(log, message, null), o.MaxLabelValueLength);
+                log is null ? null : message => s_notCollected(log, message, null), o.MaxLabelValueLength, o.ObservableCallbackBudget);
             sp.GetRequiredService<MetricRegistry>().AddProducer(listener);
             return listener;
         });

@@ -59,9 +59,54 @@ public sealed class AppMetricsTests
         meter.CreateCounter<long>("bad name").Add(1);
         FakeLogRecord warning = Assert.Single(
             app.App.Services.GetFakeLogCollector().GetSnapshot(),
-            r => r.Level == LogLevel.Warning && r.Id.Name == "InstrumentNotCollected");
+            r => r.Level == LogLevel.Warning && r.Id.Name == "MeterListenerWarning");
         Assert.Contains("'bad name'", warning.Message, StringComparison.Ordinal);
         Assert.DoesNotContain("bad_name", (await app.ScrapeAsync()).Text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AnObservableCallbackThatBlocks_TheScrapeStillAnswersWithEverythingElse()
+    {
+        string meterName = UniqueMeter();
+        using var gate = new ManualResetEventSlim();
+        await using TestApp app = await TestApp.StartAsync(
+            o =>
+            {
+                o.Meters.Add(meterName);
+                o.ObservableCallbackBudget = TimeSpan.FromMilliseconds(300);
+            },
+            b => b.Logging.AddFakeLogging());
+        Meter meter = app.App.Services.GetRequiredService<IMeterFactory>().Create(meterName);
+        int calls = 0;
+        meter.CreateObservableGauge("blocking.gauge", () =>
+        {
+            if (Interlocked.Increment(ref calls) > 1)
+            {
+                gate.Wait(TimeSpan.FromSeconds(60));
+            }
+
+            return 7L;
+        });
+        meter.CreateCounter<long>("still.counted").Add(5);
+        try
+        {
+            Assert.Equal(7, Assert.Single((await app.ScrapeAsync()).Named("blocking_gauge")).Value);
+            using HttpResponseMessage r = await app.Client.GetAsync("/items/1", Ct);
+            for (int i = 0; i < 3; i++)
+            {
+                Scrape scrape = await app.ScrapeAsync(); // each answers while the callback blocks
+                Assert.False(gate.IsSet);
+                Assert.Equal(7, Assert.Single(scrape.Named("blocking_gauge")).Value);
+                Assert.Equal(5, Assert.Single(scrape.Named("still_counted_total")).Value);
+                Assert.Equal(1, scrape.Named("http_server_request_duration_seconds_count").Sum(s => s.Value));
+            }
+
+            Assert.Contains(app.App.Services.GetFakeLogCollector().GetSnapshot(), l => l.Level == LogLevel.Warning && l.Message.Contains("'blocking.gauge'", StringComparison.Ordinal));
+        }
+        finally
+        {
+            gate.Set();
+        }
     }
 
     private sealed class CountsInItsConstructor : Microsoft.Extensions.Hosting.IHostedService

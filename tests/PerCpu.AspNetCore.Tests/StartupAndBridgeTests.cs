@@ -22,6 +22,7 @@ public sealed class StartupAndBridgeTests
         { "boundaries-range", "PerCpuMetricsOptions.DurationBoundaries[0]" },
         { "cap", "PerCpuMetricsOptions.MaxSeriesPerMetric" },
         { "label-length", "PerCpuMetricsOptions.MaxLabelValueLength" },
+        { "budget", "PerCpuMetricsOptions.ObservableCallbackBudget" },
         { "window", "PerCpuMetricsOptions.RateWindowsSeconds" },
         { "scale", "PerCpuMetricsOptions.HistogramScale" },
     };
@@ -40,6 +41,7 @@ public sealed class StartupAndBridgeTests
                     case "boundaries-range": o.DurationBoundaries = [-1]; break;
                     case "cap": o.MaxSeriesPerMetric = 0; break;
                     case "label-length": o.MaxLabelValueLength = 5; break;
+                    case "budget": o.ObservableCallbackBudget = TimeSpan.Zero; break;
                     case "window": o.RateWindowsSeconds = [10, 0]; break;
                     default: o.HistogramScale = 12; break;
                 }

@@ -49,6 +49,11 @@ internal sealed class PerCpuMetricsOptionsValidator : IValidateOptions<PerCpuMet
             failures.Add($"PerCpuMetricsOptions.MaxLabelValueLength is {options.MaxLabelValueLength}; use 16 to 65536 (default 1024). Longer label values are cut to it.");
         }
 
+        if (options.ObservableCallbackBudget <= TimeSpan.Zero || options.ObservableCallbackBudget > TimeSpan.FromSeconds(60))
+        {
+            failures.Add($"PerCpuMetricsOptions.ObservableCallbackBudget is {options.ObservableCallbackBudget}; use more than 0 and at most 60 s (default 1 s). A scrape waits that long for observable callbacks.");
+        }
+
         if (options.RateWindowsSeconds is null || options.RateWindowsSeconds.Count == 0)
         {
             failures.Add("PerCpuMetricsOptions.RateWindowsSeconds is empty; give at least one window in seconds, e.g. [1, 10, 60].");

@@ -38,6 +38,9 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     private readonly Lock _collectLock = new();
     private readonly Action<string>? _warn;
     private readonly int _maxValueLength;
+    private readonly TimeSpan _budget;
+    private CallbackWorker? _worker;
+    private long _slowCallbacks;
     private long _truncated;
     private long _invalid;
     private long _callbackFailures;
@@ -52,9 +55,14 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     /// <param name="warn">Told once per instrument that is not aggregated, and why (an ASP.NET Core app logs it); may be null.</param>
     /// <param name="maxLabelValueLength">The longest tag value exposed (default 1024 characters, at least 16); a longer one
     /// is cut, its last character <c>…</c>, and counted in <see cref="TruncatedLabelValues"/>.</param>
-    public PerCpuMeterListener(IEnumerable<string> meterNames, IEnumerable<string>? excludedMeters = null, int maxSeriesPerInstrument = 2000, Func<string?, IReadOnlyList<double>?, HistogramLayout>? layoutFor = null, Action<string>? warn = null, int maxLabelValueLength = TagValues.DefaultMaxLength)
+    /// <param name="callbackBudget">How long a collection waits for the observable callbacks it starts (default 1 s): one
+    /// still running after it is reported from its last completed values, counted in <see cref="SlowCallbacks"/> and told
+    /// to <paramref name="warn"/>, and the collection goes on with the others.</param>
+    public PerCpuMeterListener(IEnumerable<string> meterNames, IEnumerable<string>? excludedMeters = null, int maxSeriesPerInstrument = 2000, Func<string?, IReadOnlyList<double>?, HistogramLayout>? layoutFor = null, Action<string>? warn = null, int maxLabelValueLength = TagValues.DefaultMaxLength, TimeSpan? callbackBudget = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxLabelValueLength, 16);
+        _budget = callbackBudget ?? TimeSpan.FromSeconds(1);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_budget, TimeSpan.Zero, nameof(callbackBudget));
         _warn = warn;
         _maxValueLength = maxLabelValueLength;
         ArgumentNullException.ThrowIfNull(meterNames);
@@ -70,15 +78,28 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
             InstrumentPublished = OnPublished,
             MeasurementsCompleted = OnCompleted,
         };
-        _listener.SetMeasurementEventCallback<byte>(static (i, v, t, s) => RecordLong((Recorder)s!, v, t));
-        _listener.SetMeasurementEventCallback<short>(static (i, v, t, s) => RecordLong((Recorder)s!, v, t));
-        _listener.SetMeasurementEventCallback<int>(static (i, v, t, s) => RecordLong((Recorder)s!, v, t));
-        _listener.SetMeasurementEventCallback<long>(static (i, v, t, s) => RecordLong((Recorder)s!, v, t));
-        _listener.SetMeasurementEventCallback<float>(static (i, v, t, s) => RecordDouble((Recorder)s!, v, t));
-        _listener.SetMeasurementEventCallback<double>(static (i, v, t, s) => RecordDouble((Recorder)s!, v, t));
-        _listener.SetMeasurementEventCallback<decimal>(static (i, v, t, s) => RecordDouble((Recorder)s!, (double)v, t));
+        SetCallbacks(_listener);
         _listener.Start();
     }
+
+    /// <summary>The measurement callbacks every listener of this class uses: each measurement to its recorder.</summary>
+    private static void SetCallbacks(MeterListener listener)
+    {
+        listener.SetMeasurementEventCallback<byte>(static (i, v, t, s) => RecordLong((Recorder)s!, v, t));
+        listener.SetMeasurementEventCallback<short>(static (i, v, t, s) => RecordLong((Recorder)s!, v, t));
+        listener.SetMeasurementEventCallback<int>(static (i, v, t, s) => RecordLong((Recorder)s!, v, t));
+        listener.SetMeasurementEventCallback<long>(static (i, v, t, s) => RecordLong((Recorder)s!, v, t));
+        listener.SetMeasurementEventCallback<float>(static (i, v, t, s) => RecordDouble((Recorder)s!, v, t));
+        listener.SetMeasurementEventCallback<double>(static (i, v, t, s) => RecordDouble((Recorder)s!, v, t));
+        listener.SetMeasurementEventCallback<decimal>(static (i, v, t, s) => RecordDouble((Recorder)s!, (double)v, t));
+    }
+
+    /// <summary>
+    /// Observable callbacks that ran past the budget of a collection, or were still running when one began, counted
+    /// once per collection: their series are reported from the values of their last completed run, and they are not
+    /// started again until they return.
+    /// </summary>
+    public long SlowCallbacks => Volatile.Read(ref _slowCallbacks);
 
     /// <summary>Observable-instrument callbacks that threw during a collection (their series are left out of it).</summary>
     public long CallbackFailures => Volatile.Read(ref _callbackFailures);
@@ -146,22 +167,13 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         lock (_collectLock)
         {
             Volatile.Write(ref _generation, _generation + 1);
-            try
-            {
-                _listener.RecordObservableInstruments();
-            }
-            catch (AggregateException ex)
-            {
-                // An observable instrument's callback threw: the others were still read (the listener reports every
-                // failure together at the end); the scrape goes on without the failed ones.
-                Interlocked.Add(ref _callbackFailures, ex.InnerExceptions.Count);
-            }
-
             Aggregator[] all;
             lock (_lock)
             {
                 all = [.. _ordered];
             }
+
+            RunCallbacks(all.OfType<ObservableAggregator>(), _generation);
 
             foreach (Aggregator a in all)
             {
@@ -173,7 +185,84 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     }
 
     /// <summary>Stops listening.</summary>
-    public void Dispose() => _listener.Dispose();
+    public void Dispose()
+    {
+        _listener.Dispose();
+        lock (_collectLock)
+        {
+            _worker?.Retire();
+            _worker = null;
+        }
+
+        lock (_lock)
+        {
+            foreach (ObservableAggregator a in _ordered.OfType<ObservableAggregator>())
+            {
+                a.Dispose();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Runs the observable callbacks of this collection on a worker thread, waiting for them at most the budget: one
+    /// still running then is left to finish (its series keep their last completed values), the worker that runs it is
+    /// retired, and a new one runs the callbacks that had not started. A callback still running from an earlier
+    /// collection is not started again. Called under the collect lock.
+    /// </summary>
+    private void RunCallbacks(IEnumerable<ObservableAggregator> observables, int generation)
+    {
+        List<ObservableAggregator> batch = [];
+        foreach (ObservableAggregator a in observables)
+        {
+            if (a.TryClaim(generation))
+            {
+                batch.Add(a);
+            }
+            else
+            {
+                Interlocked.Increment(ref _slowCallbacks); // still running from an earlier collection
+            }
+        }
+
+        while (batch.Count > 0)
+        {
+            _worker ??= new CallbackWorker();
+            foreach (ObservableAggregator a in batch)
+            {
+                _worker.Post(a);
+            }
+
+            long deadline = Environment.TickCount64 + (long)_budget.TotalMilliseconds;
+            if (batch.All(a => a.WaitIdle(TimeSpan.FromMilliseconds(Math.Max(0, deadline - Environment.TickCount64)))))
+            {
+                return;
+            }
+
+            // One callback is stuck on the worker: leave it there, retire that worker, run the rest on a new one.
+            CallbackWorker stuck = _worker;
+            _worker = null;
+            stuck.Retire();
+            if (stuck.Current is { } slow)
+            {
+                Interlocked.Increment(ref _slowCallbacks);
+                Warn($"PerCpu: an observable callback of '{slow.Descriptor.Name}' has run for more than {_budget.TotalSeconds:0.###} s; its series keep their last completed values, and it is not started again until it returns.");
+            }
+
+            batch = stuck.TakeRemaining();
+        }
+    }
+
+    private void Warn(string message)
+    {
+        try
+        {
+            _warn?.Invoke(message);
+        }
+        catch (Exception)
+        {
+            // the app's logger must not break a collection
+        }
+    }
 
     private void OnPublished(Instrument instrument, MeterListener listener)
     {
@@ -204,15 +293,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         {
             // A name outside OpenTelemetry's syntax: dropped, as the OpenTelemetry SDK drops it, but never silently.
             Interlocked.Increment(ref _dropped);
-            try
-            {
-                _warn?.Invoke($"PerCpu: instrument '{instrument.Name}' of meter '{instrument.Meter.Name}' is not collected: {ex.Message}");
-            }
-            catch (Exception)
-            {
-                // the app's logger must not break instrument creation
-            }
-
+            Warn($"PerCpu: instrument '{instrument.Name}' of meter '{instrument.Meter.Name}' is not collected: {ex.Message}");
             return;
         }
 
@@ -237,6 +318,12 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
             // Counter<long> and Counter<double> of one name each add exactly: integers into long cells, fractions into
             // double cells, one family summing both.
             recorder = aggregator is SumAggregator sum ? sum.PartFor(integer) : aggregator;
+        }
+
+        if (recorder is ObservableAggregator observable)
+        {
+            observable.Enable(instrument); // read by its own listener, under the collection's budget
+            return;
         }
 
         listener.EnableMeasurementEvents(instrument, recorder);
@@ -318,7 +405,6 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         }
     }
 
-    private int Generation => Volatile.Read(ref _generation);
 
     /// <summary>Where an instrument's measurements go (the state the listener passes back with each measurement).</summary>
     private abstract class Recorder(PerCpuMeterListener owner)
@@ -485,90 +571,224 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     }
 
     /// <summary>
-    /// Observable instruments report their current value (a cumulative total for counters) when collected. A tag set
-    /// reported twice in one collection keeps its last value, as OpenTelemetry does; the overflow series of a counter or
-    /// up-down counter stands for many tag sets, so it sums what they report.
+    /// Observable instruments report their current value (a cumulative total for counters) when collected, each
+    /// aggregator through a listener of its own, run by <see cref="RunCallbacks"/>. A run writes pending values; when
+    /// it returns they become the reported ones, so a run that is late or stuck never leaves a scrape with half of its
+    /// series. A tag set reported twice in one run keeps its last value, as OpenTelemetry does; the overflow series of
+    /// a counter or up-down counter stands for many tag sets, so it sums what they report.
     /// </summary>
-    private sealed class ObservableAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, bool sums) : Aggregator(descriptor, owner)
+    private sealed class ObservableAggregator : Aggregator, IDisposable
     {
-        private readonly TagSeriesTable<Observed> _series = new(max, static () => new Observed(), owner._maxValueLength, owner.CountCut);
+        private readonly TagSeriesTable<Observed> _series;
+        private readonly bool _sums;
+        private readonly MeterListener _probe = new();
+        private readonly ManualResetEventSlim _idle = new(initialState: true);
+        private readonly Lock _published = new();
+        private int _running;
+        private int _runGeneration;
+        private int _doneGeneration;
+
+        public ObservableAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, bool sums)
+            : base(descriptor, owner)
+        {
+            _series = new(max, static () => new Observed(), owner._maxValueLength, owner.CountCut);
+            _sums = sums;
+            SetCallbacks(_probe);
+        }
+
+        /// <summary>Adds an instrument to this aggregator's listener (another meter instance of one definition, too).</summary>
+        public void Enable(Instrument instrument) => _probe.EnableMeasurementEvents(instrument, this);
+
+        /// <summary>Marks a run of <paramref name="generation"/> as started, unless the previous run still runs.</summary>
+        public bool TryClaim(int generation)
+        {
+            if (Interlocked.CompareExchange(ref _running, 1, 0) != 0)
+            {
+                return false;
+            }
+
+            _idle.Reset();
+            _runGeneration = generation;
+            return true;
+        }
+
+        public bool WaitIdle(TimeSpan timeout) => _idle.Wait(timeout);
+
+        /// <summary>Runs the callbacks (on the worker thread), then publishes what they reported.</summary>
+        public void Run()
+        {
+            try
+            {
+                _probe.RecordObservableInstruments();
+            }
+            catch (AggregateException ex)
+            {
+                // A callback threw: what it reported is left out of this run (the others of the aggregator are kept).
+                Interlocked.Add(ref Owner._callbackFailures, ex.InnerExceptions.Count);
+            }
+            catch (Exception)
+            {
+                Interlocked.Increment(ref Owner._callbackFailures);
+            }
+
+            lock (_published)
+            {
+                foreach ((MetricLabels _, Observed o) in _series.Snapshot())
+                {
+                    o.Publish(_runGeneration);
+                }
+
+                _doneGeneration = _runGeneration;
+            }
+
+            Volatile.Write(ref _running, 0);
+            _idle.Set();
+        }
 
         public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
         {
             Observed o = _series.Find(tags);
-            o.Observe(value, Owner.Generation, sums && _series.IsOverflow(o));
+            o.Observe(value, _runGeneration, _sums && _series.IsOverflow(o));
         }
 
         public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
         {
             Observed o = _series.Find(tags);
-            o.Observe(value, Owner.Generation, sums && _series.IsOverflow(o));
+            o.Observe(value, _runGeneration, _sums && _series.IsOverflow(o));
         }
 
         public override void Write(IMetricsWriter writer, int generation)
         {
             writer.BeginFamily(Descriptor);
-            foreach ((MetricLabels labels, Observed o) in _series.Snapshot())
+            lock (_published)
             {
-                if (o.Generation != generation)
+                foreach ((MetricLabels labels, Observed o) in _series.Snapshot())
                 {
-                    continue; // not reported by this collection's callback: the series is gone for now
-                }
+                    if (_doneGeneration == 0 || o.DoneGeneration != _doneGeneration)
+                    {
+                        continue; // not reported by the last completed run: the series is gone for now
+                    }
 
-                if (o.IsLong)
-                {
-                    writer.WritePoint(labels, o.Long);
-                }
-                else
-                {
-                    writer.WritePoint(labels, o.Double);
+                    if (o.DoneIsLong)
+                    {
+                        writer.WritePoint(labels, o.DoneLong);
+                    }
+                    else
+                    {
+                        writer.WritePoint(labels, o.DoneDouble);
+                    }
                 }
             }
         }
+
+        public void Dispose()
+        {
+            _probe.Dispose();
+            _idle.Dispose();
+        }
     }
 
-    /// <summary>An observed value; written only by the collection that holds the listener's collect lock.</summary>
+    /// <summary>A dedicated background thread that runs observable callbacks, retired when one of them is stuck.</summary>
+    private sealed class CallbackWorker
+    {
+        private readonly System.Collections.Concurrent.BlockingCollection<ObservableAggregator> _queue = [];
+
+        public CallbackWorker() => new Thread(Loop) { IsBackground = true, Name = "PerCpu observable callbacks" }.Start();
+
+        /// <summary>The aggregator whose callbacks run now, or null.</summary>
+        public ObservableAggregator? Current { get; private set; }
+
+        public void Post(ObservableAggregator aggregator) => _queue.Add(aggregator);
+
+        /// <summary>No more work: the thread ends after the callback it runs, if any.</summary>
+        public void Retire() => _queue.CompleteAdding();
+
+        /// <summary>The aggregators posted but not started (after <see cref="Retire"/>).</summary>
+        public List<ObservableAggregator> TakeRemaining()
+        {
+            List<ObservableAggregator> rest = [];
+            while (_queue.TryTake(out ObservableAggregator? a))
+            {
+                rest.Add(a);
+            }
+
+            return rest;
+        }
+
+        private void Loop()
+        {
+            foreach (ObservableAggregator a in _queue.GetConsumingEnumerable())
+            {
+                Current = a;
+                a.Run();
+                Current = null;
+            }
+
+            _queue.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// An observed value: pending (written by the run in progress, on the worker thread) and done (what the last
+    /// completed run reported, read by collections under the aggregator's lock).
+    /// </summary>
     private sealed class Observed
     {
-        public int Generation;
-        public bool IsLong;
-        public long Long;
-        public double Double;
+        public int DoneGeneration;
+        public bool DoneIsLong;
+        public long DoneLong;
+        public double DoneDouble;
+        private int _generation;
+        private bool _isLong;
+        private long _long;
+        private double _double;
 
         public void Observe(long value, int generation, bool add)
         {
-            if (add && Generation == generation)
+            if (add && _generation == generation)
             {
-                if (IsLong)
+                if (_isLong)
                 {
-                    Long += value;
+                    _long += value;
                 }
                 else
                 {
-                    Double += value;
+                    _double += value;
                 }
 
                 return;
             }
 
-            IsLong = true;
-            Long = value;
-            Generation = generation;
+            _isLong = true;
+            _long = value;
+            _generation = generation;
         }
 
         public void Observe(double value, int generation, bool add)
         {
-            if (add && Generation == generation)
+            if (add && _generation == generation)
             {
-                Double = (IsLong ? Long : Double) + value;
+                _double = (_isLong ? _long : _double) + value;
             }
             else
             {
-                Double = value;
-                Generation = generation;
+                _double = value;
+                _generation = generation;
             }
 
-            IsLong = false;
+            _isLong = false;
+        }
+
+        /// <summary>The run of <paramref name="generation"/> returned: what it reported becomes the reported value.</summary>
+        public void Publish(int generation)
+        {
+            if (_generation == generation)
+            {
+                DoneGeneration = generation;
+                DoneIsLong = _isLong;
+                DoneLong = _long;
+                DoneDouble = _double;
+            }
         }
     }
 }

@@ -101,4 +101,17 @@ public sealed class PerCpuMetricsOptions
 
     /// <summary>Whether the scrape endpoint mapped by <c>MapPerCpuMetrics</c> is left out of the request metrics. Default true.</summary>
     public bool ExcludeScrapeEndpoint { get; set; } = true;
+
+    /// <summary>
+    /// The most scrapes answered at once; one more is answered at once with 503 and <c>Retry-After: 1</c> and counted
+    /// in <c>percpu_scrapes_refused_total</c>. Scrapes within a second of each other share one rendering, so this
+    /// bounds the memory that slow readers can pin. Default 10; 1 to 1000.
+    /// </summary>
+    public int MaxConcurrentScrapes { get; set; } = 10;
+
+    /// <summary>
+    /// The longest a scrape may take to send its response: a reader that has not taken every byte by then is cut off
+    /// (the connection aborted) and counted in <c>percpu_scrapes_cut_total</c>. Default 30 s; above 0 and at most 10 min.
+    /// </summary>
+    public TimeSpan ScrapeTimeout { get; set; } = TimeSpan.FromSeconds(30);
 }

@@ -23,6 +23,8 @@ public sealed class StartupAndBridgeTests
         { "cap", "PerCpuMetricsOptions.MaxSeriesPerMetric" },
         { "label-length", "PerCpuMetricsOptions.MaxLabelValueLength" },
         { "budget", "PerCpuMetricsOptions.ObservableCallbackBudget" },
+        { "scrapes", "PerCpuMetricsOptions.MaxConcurrentScrapes" },
+        { "scrape-timeout", "PerCpuMetricsOptions.ScrapeTimeout" },
         { "window", "PerCpuMetricsOptions.RateWindowsSeconds" },
         { "scale", "PerCpuMetricsOptions.HistogramScale" },
     };
@@ -42,6 +44,8 @@ public sealed class StartupAndBridgeTests
                     case "cap": o.MaxSeriesPerMetric = 0; break;
                     case "label-length": o.MaxLabelValueLength = 5; break;
                     case "budget": o.ObservableCallbackBudget = TimeSpan.Zero; break;
+                    case "scrapes": o.MaxConcurrentScrapes = 0; break;
+                    case "scrape-timeout": o.ScrapeTimeout = TimeSpan.FromHours(1); break;
                     case "window": o.RateWindowsSeconds = [10, 0]; break;
                     default: o.HistogramScale = 12; break;
                 }

@@ -179,9 +179,11 @@ internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProd
     public static readonly MetricDescriptor Series = new("percpu.series", MetricType.Gauge, null, "Series of http.server.request.duration, excluding the overflow series.");
     public static readonly MetricDescriptor OverflowRecords = new("percpu.series.overflow_records", MetricType.Counter, null, "Requests recorded in the overflow series because the series cap was reached.");
     public static readonly MetricDescriptor RecordingFailures = new("percpu.recording_failures", MetricType.Counter, null, "Failures of the middleware's own recording; expected to stay 0.");
+    public static readonly MetricDescriptor ScrapesRefused = new("percpu.scrapes_refused", MetricType.Counter, null, "Scrapes answered 503 because MaxConcurrentScrapes were in flight.");
+    public static readonly MetricDescriptor ScrapesCut = new("percpu.scrapes_cut", MetricType.Counter, null, "Scrapes cut off because the reader had not taken the response within ScrapeTimeout.");
 
     /// <summary>Every family this producer writes, in order (the meter bridge publishes one instrument per family).</summary>
-    public static readonly IReadOnlyList<MetricDescriptor> Families = [Duration, Active, Rate, RouteRate, Strategy, Series, OverflowRecords, RecordingFailures];
+    public static readonly IReadOnlyList<MetricDescriptor> Families = [Duration, Active, Rate, RouteRate, Strategy, Series, OverflowRecords, RecordingFailures, ScrapesRefused, ScrapesCut];
 
     private readonly MetricLabels[] _active = BuildActiveLabels();
     private readonly Dictionary<(string? Route, string Window), MetricLabels> _rateLabels = [];
@@ -239,6 +241,10 @@ internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProd
         writer.WritePoint(MetricLabels.Empty, store.OverflowRecords);
         writer.BeginFamily(RecordingFailures);
         writer.WritePoint(MetricLabels.Empty, store.RecordingFailures);
+        writer.BeginFamily(ScrapesRefused);
+        writer.WritePoint(MetricLabels.Empty, store.ScrapesRefused);
+        writer.BeginFamily(ScrapesCut);
+        writer.WritePoint(MetricLabels.Empty, store.ScrapesCut);
     }
 
     private MetricLabels RateLabels(string? route, string window)

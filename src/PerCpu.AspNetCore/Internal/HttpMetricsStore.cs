@@ -87,6 +87,19 @@ internal sealed class HttpMetricsStore
 
     public void CountOverflow() => Interlocked.Increment(ref _overflowRecords);
 
+    private long _scrapesRefused;
+    private long _scrapesCut;
+
+    /// <summary>Scrapes answered 503 because <see cref="PerCpuMetricsOptions.MaxConcurrentScrapes"/> were in flight.</summary>
+    public long ScrapesRefused => Volatile.Read(ref _scrapesRefused);
+
+    /// <summary>Scrapes cut off because the reader had not taken the response within <see cref="PerCpuMetricsOptions.ScrapeTimeout"/>.</summary>
+    public long ScrapesCut => Volatile.Read(ref _scrapesCut);
+
+    public void CountScrapeRefused() => Interlocked.Increment(ref _scrapesRefused);
+
+    public void CountScrapeCut() => Interlocked.Increment(ref _scrapesCut);
+
     /// <summary>Failures of the middleware's own recording (expected: none), with the last one for diagnostics.</summary>
     public long RecordingFailures => Volatile.Read(ref _recordingFailures);
 

@@ -54,6 +54,16 @@ internal sealed class PerCpuMetricsOptionsValidator : IValidateOptions<PerCpuMet
             failures.Add($"PerCpuMetricsOptions.ObservableCallbackBudget is {options.ObservableCallbackBudget}; use more than 0 and at most 60 s (default 1 s). A scrape waits that long for observable callbacks.");
         }
 
+        if (options.MaxConcurrentScrapes is < 1 or > 1000)
+        {
+            failures.Add($"PerCpuMetricsOptions.MaxConcurrentScrapes is {options.MaxConcurrentScrapes}; use 1 to 1000 (default 10). Scrapes beyond it get 503 with Retry-After.");
+        }
+
+        if (options.ScrapeTimeout <= TimeSpan.Zero || options.ScrapeTimeout > TimeSpan.FromMinutes(10))
+        {
+            failures.Add($"PerCpuMetricsOptions.ScrapeTimeout is {options.ScrapeTimeout}; use more than 0 and at most 10 minutes (default 30 s). A reader slower than it is cut off.");
+        }
+
         if (options.RateWindowsSeconds is null || options.RateWindowsSeconds.Count == 0)
         {
             failures.Add("PerCpuMetricsOptions.RateWindowsSeconds is empty; give at least one window in seconds, e.g. [1, 10, 60].");

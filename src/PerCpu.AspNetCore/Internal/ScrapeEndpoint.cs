@@ -7,20 +7,31 @@ using Microsoft.Extensions.Logging;
 namespace PerCpu.AspNetCore.Internal;
 
 /// <summary>
-/// The scrape endpoint's handler. Scrapes that arrive while a rendering of the same format is in progress share it
-/// instead of starting their own, so a burst of N scrapes costs about one rendering and one copy of the output, not N.
-/// The output is UTF-8 in pooled 64 KB chunks (never on the large-object heap), returned to the pool when the last
-/// scrape that shares it has written it; each response is written with Kestrel's back-pressure, so a slow scraper holds
-/// no more than its connection's output buffer beyond the shared copy.
+/// The scrape endpoint's handler. Scrapes that arrive while a rendering of the same format is in progress, or within
+/// <see cref="ShareWindowMilliseconds"/> of one that completed and is still being sent, share it instead of starting
+/// their own, so a burst of N scrapes costs about one rendering and one copy of the output, not N. The output is UTF-8
+/// in pooled 64 KB chunks (never on the large-object heap), returned to the pool when the last scrape that shares it has
+/// written it; each response is written with Kestrel's back-pressure. Memory is bounded whatever the readers do: at most
+/// <see cref="PerCpuMetricsOptions.MaxConcurrentScrapes"/> are answered at once (one more gets 503 and
+/// <c>Retry-After</c> at once), and a reader that has not taken its response within
+/// <see cref="PerCpuMetricsOptions.ScrapeTimeout"/> is cut off.
 /// </summary>
 internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.MetricRegistry registry)
 {
     /// <summary>Metadata that marks PerCpu's own scrape endpoint.</summary>
     public static readonly object Marker = new PerCpuScrapeEndpointMetadata();
 
+    /// <summary>How long a completed rendering that is still being sent is given to new scrapes of its format.</summary>
+    internal const long ShareWindowMilliseconds = 1000;
+
     private readonly Lock _lock = new();
     private readonly Rendering?[] _inFlight = new Rendering?[3];
+    private readonly Rendering?[] _latest = new Rendering?[3];
     private long _renderings;
+    private int _scrapes;
+
+    /// <summary>Scrapes being answered now.</summary>
+    public int InFlight => Volatile.Read(ref _scrapes);
 
     /// <summary>Renderings made so far (scrapes that shared one are not counted twice).</summary>
     public long Renderings => Volatile.Read(ref _renderings);
@@ -49,34 +60,67 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
             return; // probes: the headers of a scrape, without rendering one
         }
 
+        PerCpuMetricsOptions options = store.Options;
+        if (Interlocked.Increment(ref _scrapes) > options.MaxConcurrentScrapes)
+        {
+            Interlocked.Decrement(ref _scrapes);
+            store.CountScrapeRefused();
+            context.Response.Headers.ContentEncoding = default;
+            context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+            context.Response.Headers.RetryAfter = "1";
+            return;
+        }
+
+        // The deadline aborts the connection: every pending write fails at once, gzip's final block included.
+        using var deadline = new CancellationTokenSource(options.ScrapeTimeout);
+        using CancellationTokenRegistration cut = deadline.Token.Register(static state =>
+        {
+            var (c, s) = ((HttpContext, HttpMetricsStore))state!;
+            if (!c.RequestAborted.IsCancellationRequested)
+            {
+                s.CountScrapeCut();
+                c.Abort();
+            }
+        }, (context, store));
         Rendering rendering = Join(format);
         try
         {
-            Chunk[] chunks = await rendering.Output.ConfigureAwait(false);
-            if (gzip)
-            {
-                // Compressed per response as it streams out (Prometheus asks for gzip): the shared rendering stays plain.
-                var compressor = new GZipStream(context.Response.Body, CompressionLevel.Fastest, leaveOpen: true);
-                await using (compressor.ConfigureAwait(false))
-                {
-                    foreach (Chunk chunk in chunks)
-                    {
-                        await compressor.WriteAsync(chunk.Bytes.AsMemory(0, chunk.Length), context.RequestAborted).ConfigureAwait(false);
-                    }
-                }
-
-                return;
-            }
-
-            context.Response.ContentLength = chunks.Sum(c => (long)c.Length);
-            foreach (Chunk chunk in chunks)
-            {
-                await context.Response.Body.WriteAsync(chunk.Bytes.AsMemory(0, chunk.Length), context.RequestAborted).ConfigureAwait(false);
-            }
+            await SendAsync(context, rendering, gzip).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (deadline.IsCancellationRequested && ex is OperationCanceledException or IOException)
+        {
+            // The reader did not take its bytes in time and was cut off: it pins neither the rendering nor a connection.
         }
         finally
         {
             rendering.Release();
+            Interlocked.Decrement(ref _scrapes);
+        }
+    }
+
+    private static async Task SendAsync(HttpContext context, Rendering rendering, bool gzip)
+    {
+        CancellationToken aborted = context.RequestAborted;
+        Chunk[] chunks = await rendering.Output.WaitAsync(aborted).ConfigureAwait(false);
+        if (gzip)
+        {
+            // Compressed per response as it streams out (Prometheus asks for gzip): the shared rendering stays plain.
+            var compressor = new GZipStream(context.Response.Body, CompressionLevel.Fastest, leaveOpen: true);
+            await using (compressor.ConfigureAwait(false))
+            {
+                foreach (Chunk chunk in chunks)
+                {
+                    await compressor.WriteAsync(chunk.Bytes.AsMemory(0, chunk.Length), aborted).ConfigureAwait(false);
+                }
+            }
+
+            return;
+        }
+
+        context.Response.ContentLength = chunks.Sum(c => (long)c.Length);
+        foreach (Chunk chunk in chunks)
+        {
+            await context.Response.Body.WriteAsync(chunk.Bytes.AsMemory(0, chunk.Length), aborted).ConfigureAwait(false);
         }
     }
 
@@ -134,6 +178,11 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
                 return current;
             }
 
+            if (_latest[(int)format] is { } recent && Environment.TickCount64 - recent.CompletedAt <= ShareWindowMilliseconds && recent.TryAcquire())
+            {
+                return recent; // completed a moment ago and still being sent to someone: the same bytes, no new copy
+            }
+
             Interlocked.Increment(ref _renderings);
             var rendering = new Rendering();
             rendering.Output = Task.Run(() =>
@@ -148,9 +197,11 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
                 {
                     lock (_lock)
                     {
+                        rendering.CompletedAt = Environment.TickCount64;
                         if (_inFlight[(int)format] == rendering)
                         {
-                            _inFlight[(int)format] = null; // later scrapes render afresh
+                            _inFlight[(int)format] = null; // later scrapes share it for a moment, then render afresh
+                            _latest[(int)format] = rendering;
                         }
                     }
                 }
@@ -207,6 +258,9 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
         private int _references = 1;
 
         public Task<Chunk[]> Output { get; set; } = null!;
+
+        /// <summary>When the rendering completed (<see cref="Environment.TickCount64"/>), under the endpoint's lock.</summary>
+        public long CompletedAt { get; set; } = long.MaxValue;
 
         public bool TryAcquire()
         {

@@ -104,10 +104,10 @@ public sealed class PerCpuMetricsOptions
 
     /// <summary>
     /// The most scrapes answered at once; one more is answered at once with 503 and <c>Retry-After: 1</c> and counted
-    /// in <c>percpu_scrapes_refused_total</c>. Scrapes within a second of each other share one rendering, so this
-    /// bounds the memory that slow readers can pin. Default 10; 1 to 1000.
+    /// in <c>percpu_scrapes_refused_total</c>. Concurrent scrapes share renderings (readers pin at most four copies, each
+    /// until <see cref="ScrapeTimeout"/>), so this bounds connections more than memory. Default 64; 1 to 1000.
     /// </summary>
-    public int MaxConcurrentScrapes { get; set; } = 10;
+    public int MaxConcurrentScrapes { get; set; } = 64;
 
     /// <summary>
     /// The longest a scrape may take to send its response: a reader that has not taken every byte by then is cut off

@@ -25,12 +25,7 @@ public sealed class SlowReaderTests
             o.MaxConcurrentScrapes = 2;
             o.ScrapeTimeout = TimeSpan.FromSeconds(3);
         });
-        MetricRegistry registry = app.App.Services.GetRequiredService<MetricRegistry>();
-        CounterFamily big = registry.CreateCounter("big.family", null, null, "key");
-        for (int i = 0; i < 150_000; i++)
-        {
-            big.WithLabels($"a-label-value-long-enough-to-fill-the-socket-buffers-{i:D8}"); // about 12 MB of text
-        }
+        Fill(app);
 
         HttpMetricsStore store = app.App.Services.GetRequiredService<HttpMetricsStore>();
         var uri = new Uri(app.Client.BaseAddress!, "/metrics");
@@ -69,6 +64,42 @@ public sealed class SlowReaderTests
         Scrape after = await app.ScrapeAsync();
         Assert.True(Assert.Single(after.Named("percpu_scrapes_cut_total")).Value >= 2);
         Assert.True(Assert.Single(after.Named("percpu_scrapes_refused_total")).Value >= 1);
+    }
+
+    [Fact]
+    public async Task SlowReadersArrivingApart_PinAtMostFourRenderings()
+    {
+        await using TestApp app = await TestApp.StartAsync(o => o.MaxSeriesPerMetric = 200_000);
+        Fill(app);
+        ScrapeEndpoint endpoint = app.App.Services.GetRequiredService<ScrapeEndpoint>();
+        var uri = new Uri(app.Client.BaseAddress!, "/metrics");
+        long before = endpoint.Renderings;
+        var readers = new List<Socket>();
+        try
+        {
+            for (int i = 0; i < 7; i++)
+            {
+                readers.Add(await SlowReaderAsync(uri));
+                Assert.True(SpinWait.SpinUntil(() => endpoint.InFlight == readers.Count, TimeSpan.FromSeconds(10)));
+                await Task.Delay(1300, Ct); // past the one-second window in which a sent rendering is shared anyway
+            }
+
+            Assert.Equal(7, endpoint.InFlight);
+            Assert.InRange(endpoint.Renderings - before, 2, ScrapeEndpoint.MaxRenderingsHeld); // without the bound: 7
+        }
+        finally
+        {
+            readers.ForEach(r => r.Dispose());
+        }
+    }
+
+    private static void Fill(TestApp app)
+    {
+        CounterFamily big = app.App.Services.GetRequiredService<MetricRegistry>().CreateCounter("big.family", null, null, "key");
+        for (int i = 0; i < 150_000; i++)
+        {
+            big.WithLabels($"a-label-value-long-enough-to-fill-the-socket-buffers-{i:D8}"); // about 12 MB of text
+        }
     }
 
     /// <summary>A connection that asks for the scrape and never reads (a 4 KB receive buffer).</summary>

@@ -56,7 +56,7 @@ internal sealed class PerCpuMetricsOptionsValidator : IValidateOptions<PerCpuMet
 
         if (options.MaxConcurrentScrapes is < 1 or > 1000)
         {
-            failures.Add($"PerCpuMetricsOptions.MaxConcurrentScrapes is {options.MaxConcurrentScrapes}; use 1 to 1000 (default 10). Scrapes beyond it get 503 with Retry-After.");
+            failures.Add($"PerCpuMetricsOptions.MaxConcurrentScrapes is {options.MaxConcurrentScrapes}; use 1 to 1000 (default 64). Scrapes beyond it get 503 with Retry-After.");
         }
 
         if (options.ScrapeTimeout <= TimeSpan.Zero || options.ScrapeTimeout > TimeSpan.FromMinutes(10))

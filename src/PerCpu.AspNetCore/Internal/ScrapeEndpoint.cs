@@ -8,8 +8,8 @@ namespace PerCpu.AspNetCore.Internal;
 
 /// <summary>
 /// The scrape endpoint's handler. Scrapes that arrive while a rendering of the same format is in progress, or within
-/// <see cref="ShareWindowMilliseconds"/> of one that completed and is still being sent, share it instead of starting
-/// their own, so a burst of N scrapes costs about one rendering and one copy of the output, not N. The output is UTF-8
+/// <see cref="ShareWindowMilliseconds"/> of one that completed and is still being sent (and, while readers hold
+/// <see cref="MaxRenderingsHeld"/> renderings, whatever its age), share it instead of starting their own, so a burst of N scrapes costs about one rendering and one copy of the output, not N. The output is UTF-8
 /// in pooled 64 KB chunks (never on the large-object heap), returned to the pool when the last scrape that shares it has
 /// written it; each response is written with Kestrel's back-pressure. Memory is bounded whatever the readers do: at most
 /// <see cref="PerCpuMetricsOptions.MaxConcurrentScrapes"/> are answered at once (one more gets 503 and
@@ -24,11 +24,15 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
     /// <summary>How long a completed rendering that is still being sent is given to new scrapes of its format.</summary>
     internal const long ShareWindowMilliseconds = 1000;
 
+    /// <summary>Renderings held by readers beyond which new scrapes share the newest instead of making another.</summary>
+    internal const int MaxRenderingsHeld = 4;
+
     private readonly Lock _lock = new();
     private readonly Rendering?[] _inFlight = new Rendering?[3];
     private readonly Rendering?[] _latest = new Rendering?[3];
     private long _renderings;
     private int _scrapes;
+    private int _alive;
 
     /// <summary>Scrapes being answered now.</summary>
     public int InFlight => Volatile.Read(ref _scrapes);
@@ -178,13 +182,19 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
                 return current;
             }
 
-            if (_latest[(int)format] is { } recent && Environment.TickCount64 - recent.CompletedAt <= ShareWindowMilliseconds && recent.TryAcquire())
+            if (_latest[(int)format] is { } recent
+                && (Environment.TickCount64 - recent.CompletedAt <= ShareWindowMilliseconds || Volatile.Read(ref _alive) >= MaxRenderingsHeld)
+                && recent.TryAcquire())
             {
-                return recent; // completed a moment ago and still being sent to someone: the same bytes, no new copy
+                // Completed a moment ago and still being sent to someone: the same bytes, no new copy. Or slow readers
+                // already hold MaxRenderingsHeld renderings: the newest is given out again, however old, so readers can
+                // pin at most that many copies (each is cut at ScrapeTimeout).
+                return recent;
             }
 
             Interlocked.Increment(ref _renderings);
-            var rendering = new Rendering();
+            Interlocked.Increment(ref _alive);
+            var rendering = new Rendering(() => Interlocked.Decrement(ref _alive));
             rendering.Output = Task.Run(() =>
             {
                 try
@@ -253,7 +263,7 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
     private readonly record struct Chunk(byte[] Bytes, int Length);
 
     /// <summary>One rendering and the scrapes sharing it; its chunks go back to the pool when the last one releases it.</summary>
-    private sealed class Rendering
+    private sealed class Rendering(Action released)
     {
         private int _references = 1;
 
@@ -281,7 +291,13 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
 
         public void Release()
         {
-            if (Interlocked.Decrement(ref _references) == 0 && Output.IsCompletedSuccessfully)
+            if (Interlocked.Decrement(ref _references) != 0)
+            {
+                return;
+            }
+
+            released();
+            if (Output.IsCompletedSuccessfully)
             {
                 foreach (Chunk chunk in Output.Result)
                 {

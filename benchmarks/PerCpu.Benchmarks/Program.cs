@@ -4,6 +4,7 @@ using PerCpu.Benchmarks;
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- contention [options]   multi-threaded harness
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- endtoend [options]     wrk against 4 variants (benchmarks/endtoend/run.sh)
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- scrapeburst [options]  50 parallel scrapes of 2000 series vs other requests' p99
+// dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- scrapesoak [options]   30 slow readers + 200 scrapes of an 8.5 MB scrape: server RSS
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- plots                   docs/*.svg from benchmarks/results/*.csv
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- [BenchmarkDotNet args]   single-thread costs
 if (args.Length > 0 && args[0] == "contention")
@@ -19,6 +20,11 @@ if (args.Length > 0 && args[0] == "endtoend")
 if (args.Length > 0 && args[0] == "scrapeburst")
 {
     return ScrapeBurst.Run(args[1..]);
+}
+
+if (args.Length > 0 && args[0] == "scrapesoak")
+{
+    return ScrapeSoak.Run(args[1..]);
 }
 
 if (args.Length > 0 && args[0] == "plots")

@@ -132,21 +132,18 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
                     return Task.CompletedTask;
                 }, new CompletedState(this, context, start, activeIndex, handled));
             }
-            else if (context.RequestAborted.IsCancellationRequested && exception is OperationCanceledException or IOException)
-            {
-                Record(context, start, activeIndex, 0, StatusCodes.Status499ClientClosedRequest); // the client went away
-            }
             else
             {
                 // The exception path (never the common one): the status is known once the response completes, after any
-                // exception handler ran. Until then the request is not active any more but not yet recorded.
+                // exception handler ran, and after Kestrel chose 500 or, for a client that went away, 499. Until then
+                // the request is not active any more but not yet recorded.
                 int error = store.ErrorIndex(exception);
                 context.Response.OnCompleted(static state =>
                 {
                     var s = (CompletedState)state;
                     s.Middleware.RecordCompleted(s);
                     return Task.CompletedTask;
-                }, new CompletedState(this, context, start, activeIndex, error));
+                }, new CompletedState(this, context, start, activeIndex, error, exception));
             }
         }
         catch (Exception ex) when (exception is null || !ReferenceEquals(ex, exception))
@@ -161,8 +158,11 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
     {
         try
         {
-            // What was sent: the server's 500 for an unhandled exception, or what an exception handler chose.
-            Record(s.Context, s.Start, s.ActiveIndex, s.Error, s.Context.Response.StatusCode);
+            // What was sent: the server's 500 for an unhandled exception, what an exception handler chose, or Kestrel's
+            // 499 for a client that went away. error.type as the hosting layer gets it: an exception Kestrel took for
+            // the client going away (a cancellation or an I/O error once the connection was aborted) names none.
+            int error = s.Exception is not null && KestrelApplicationError.TookAsClientGone(s.Context, s.Exception) ? 0 : s.Error;
+            Record(s.Context, s.Start, s.ActiveIndex, error, s.Context.Response.StatusCode);
         }
         catch (Exception ex)
         {
@@ -201,7 +201,7 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         endpoint.Requests.Increment();
     }
 
-    private sealed record CompletedState(PerCpuMetricsMiddleware Middleware, HttpContext Context, long Start, int ActiveIndex, int Error);
+    private sealed record CompletedState(PerCpuMetricsMiddleware Middleware, HttpContext Context, long Start, int ActiveIndex, int Error, Exception? Exception = null);
 }
 
 /// <summary>

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the solution: the one test command of the README, and what .ci/run calls.
 # Installs what the tests need first (Debian's prometheus package: promtool and the server for the end-to-end
-# test; dotnet-counters; from npm the k6 type definitions and the OTLP decoder of OpenTelemetry JS), type-checks the k6 scripts, then builds in Release and runs the xunit
+# test; Debian's python3-prometheus-client, the OpenMetrics parser; dotnet-counters; from npm the k6 type definitions and the OTLP decoder of OpenTelemetry JS), type-checks the k6 scripts, then builds in Release and runs the xunit
 # suites, then packs the libraries and uses them from a fresh app (JIT and Native AOT), then runs the k6 scripts with the real k6 against the sample where k6 is found. Exits non-zero on any build error or failed test; the last line is "N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,18 @@ if ! command -v promtool >/dev/null 2>&1; then
       || { echo "could not install prometheus (promtool) with apt-get" >&2; exit 1; }
   else
     echo "promtool not found and not root: run 'sudo apt-get install prometheus' first" >&2
+    exit 1
+  fi
+fi
+# The Prometheus Python client's OpenMetrics parser (Debian's python3-prometheus-client) checks the OpenMetrics text,
+# which promtool 2.42 does not read.
+if [ ! -d /usr/lib/python3/dist-packages/prometheus_client ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "installing Debian's python3-prometheus-client (OpenMetrics parser)..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-prometheus-client >/dev/null) \
+      || { echo "could not install python3-prometheus-client with apt-get" >&2; exit 1; }
+  else
+    echo "python3-prometheus-client not found and not root: run 'sudo apt-get install python3-prometheus-client' first" >&2
     exit 1
   fi
 fi

@@ -145,6 +145,33 @@ public sealed class ExpositionTests
         using HttpResponseMessage post = await app.Client.PostAsync("/echo", new StringContent("hello"), Ct);
     }
 
+    /// <summary>
+    /// Parses OpenMetrics text with the OpenMetrics parser of the Prometheus Python client (Debian's
+    /// python3-prometheus-client, tests/openmetrics-parser/parse.py), which enforces what promtool 2.42 cannot read:
+    /// <c># EOF</c>, <c>_total</c> samples, escaped <c># HELP</c>, unique label names. Returns the families it read.
+    /// </summary>
+    internal static async Task<System.Text.Json.JsonElement> AssertOpenMetricsParses(string text)
+    {
+        const string Python = "/usr/bin/python3";
+        bool present = File.Exists(Python) && Directory.Exists("/usr/lib/python3/dist-packages/prometheus_client");
+        if (!present)
+        {
+            Assert.True(Environment.GetEnvironmentVariable("PERCPU_REQUIRE_TOOLS") != "1", "the Prometheus Python client is required here (eng/test.sh installs Debian's python3-prometheus-client) but was not found");
+            Assert.Skip("python3-prometheus-client not found; eng/test.sh installs it");
+        }
+
+        string script = Path.Combine(OtlpReceiver.RepositoryRoot(), "tests", "openmetrics-parser", "parse.py");
+        var psi = new ProcessStartInfo(Python, script) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.Environment.Remove("PYTHONPATH");
+        using Process p = Process.Start(psi)!;
+        await p.StandardInput.WriteAsync(text);
+        p.StandardInput.Close();
+        Task<string> stdout = p.StandardOutput.ReadToEndAsync(Ct), stderr = p.StandardError.ReadToEndAsync(Ct);
+        await p.WaitForExitAsync(Ct);
+        Assert.True(p.ExitCode == 0, $"the OpenMetrics parser rejected the scrape (exit {p.ExitCode}): {await stderr}\n--- scrape ---\n{text}");
+        return System.Text.Json.JsonDocument.Parse(await stdout).RootElement.Clone();
+    }
+
     internal static string? FindPromtool() =>
         new[] { "/usr/bin/promtool", "/usr/local/bin/promtool" }.FirstOrDefault(File.Exists)
         ?? Environment.GetEnvironmentVariable("PATH")?.Split(':').Select(d => Path.Combine(d, "promtool")).FirstOrDefault(File.Exists);

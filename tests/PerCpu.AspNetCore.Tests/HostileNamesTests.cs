@@ -81,8 +81,9 @@ public sealed class HostileNamesTests
         e.Families.EnumerateArray().Single(f => f.GetProperty("name").GetString() == name);
 
     /// <summary>
-    /// The three Prometheus formats of one listener's instruments: the text checked by promtool, the protobuf decoded by
-    /// protobufjs and checked for unique family names, unique label names per series and no <c>le</c> label on a histogram.
+    /// The three Prometheus formats of one listener's instruments: the text checked by promtool, OpenMetrics by the
+    /// Prometheus Python client's parser, the protobuf decoded by protobufjs and checked for unique family names, unique
+    /// label names per series and no <c>le</c> label on a histogram.
     /// </summary>
     private static async Task<Exposition> ExposeAsync(Action<Meter> instruments) => await ExposeAsync(lintAllowed: false, instruments);
 
@@ -97,10 +98,21 @@ public sealed class HostileNamesTests
         string text = PrometheusTextWriter.WriteToString(listener, openMetrics: false);
         await ExpositionTests.AssertPromtoolAccepts(text, lintAllowed);
         string open = PrometheusTextWriter.WriteToString(listener, openMetrics: true);
+        await ExpositionTests.AssertOpenMetricsParses(open);
 
+        JsonElement families = DecodeValidProtobuf(listener);
+        return new Exposition(text, open, families);
+    }
+
+    /// <summary>
+    /// The protobuf exposition of <paramref name="producer"/>, decoded by protobufjs and checked as Prometheus would
+    /// take it: unique family names, unique and valid label names in each series, no <c>le</c> label on a histogram.
+    /// </summary>
+    internal static JsonElement DecodeValidProtobuf(IMetricsProducer producer)
+    {
         var buffer = new ArrayBufferWriter<byte>();
         var protobuf = new PrometheusProtobufWriter(buffer);
-        listener.Collect(protobuf);
+        producer.Collect(protobuf);
         protobuf.Finish();
         JsonElement families = OtlpReceiver.RunDecoder("prom-decode.js", "protobufjs", buffer.WrittenSpan.ToArray(), "protobufjs with Prometheus's metrics.proto field numbers");
         string[] familyNames = [.. families.EnumerateArray().Select(f => f.GetProperty("name").GetString()!)];
@@ -111,6 +123,7 @@ public sealed class HostileNamesTests
             {
                 string[] labels = [.. metric.GetProperty("label").EnumerateArray().Select(l => l.GetProperty("name").GetString()!)];
                 Assert.Equal(labels.Length, labels.Distinct().Count());
+                Assert.All(labels, l => Assert.Matches("^[a-zA-Z_][a-zA-Z0-9_]*$", l));
                 if (family.GetProperty("type").GetString() == "HISTOGRAM")
                 {
                     Assert.DoesNotContain("le", labels);
@@ -118,6 +131,6 @@ public sealed class HostileNamesTests
             }
         }
 
-        return new Exposition(text, open, families);
+        return families;
     }
 }

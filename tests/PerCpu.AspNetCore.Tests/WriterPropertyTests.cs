@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text.Json;
@@ -12,7 +11,8 @@ namespace PerCpu.AspNetCore.Tests;
 /// <summary>
 /// Property tests over the Prometheus writers: random instrument names, units, descriptions, tag keys and values (any
 /// Unicode, control characters, empty, long, reserved, colliding) and values (NaN, infinities, extremes, negative zero),
-/// recorded through the Meter API, then every output checked by real parsers: promtool on the text format, protobufjs
+/// recorded through the Meter API, then every output checked by real parsers: promtool on the text format, the
+/// Prometheus Python client's OpenMetrics parser on OpenMetrics, protobufjs
 /// on the protobuf format, OpenTelemetry JS on the OTLP encoding, and each counter's total read back from the text and
 /// from OTLP equal to what was recorded. A fixed seed
 /// in the default run; <c>PERCPU_PROPERTY_ITERATIONS</c> (and <c>PERCPU_PROPERTY_SEED</c>) for a longer one.
@@ -95,7 +95,7 @@ public sealed class WriterPropertyTests
         string text = PrometheusTextWriter.WriteToString(listener, openMetrics: false);
         await ExpositionTests.AssertPromtoolAccepts(text, lintAllowed: true);
         Scrape scrape = Scrape.Parse(text);
-        _ = PrometheusTextWriter.WriteToString(listener, openMetrics: true); // must not throw
+        JsonElement openMetrics = await ExpositionTests.AssertOpenMetricsParses(PrometheusTextWriter.WriteToString(listener, openMetrics: true));
 
         // Every counter whose exposed names no other instrument of the sample takes reads back its total exactly.
         var owners = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal); // exposed name -> instrument identities
@@ -117,33 +117,17 @@ public sealed class WriterPropertyTests
                 continue; // an invalid name (dropped, with a warning) or a name conflict (left out, counted)
             }
 
-            string exposed = PrometheusNaming.For(d).TextFamilyName;
-            Assert.Contains("# TYPE " + exposed + " counter\n", text, StringComparison.Ordinal);
-            Assert.Equal(specs.Where(s => s.Identity == spec.Identity).Sum(s => s.Values.Sum(v => v.Whole)), scrape.Named(exposed).Sum(s => s.Value));
+            PrometheusNames names = PrometheusNaming.For(d);
+            long total = specs.Where(s => s.Identity == spec.Identity).Sum(s => s.Values.Sum(v => v.Whole));
+            Assert.Contains("# TYPE " + names.TextFamilyName + " counter\n", text, StringComparison.Ordinal);
+            Assert.Equal(total, scrape.Named(names.TextFamilyName).Sum(s => s.Value));
+            JsonElement family = openMetrics.EnumerateArray().Single(f => f.GetProperty("name").GetString() == names.Name);
+            Assert.Equal(total, family.GetProperty("samples").EnumerateArray().Where(x => x[0].GetString() == names.SampleName).Sum(x => x[2].GetDouble()));
         }
 
         CheckOtlp(listener, specs);
 
-        var buffer = new ArrayBufferWriter<byte>();
-        var protobuf = new PrometheusProtobufWriter(buffer);
-        listener.Collect(protobuf);
-        protobuf.Finish();
-        JsonElement families = OtlpReceiver.RunDecoder("prom-decode.js", "protobufjs", buffer.WrittenSpan.ToArray(), "protobufjs with Prometheus's metrics.proto field numbers");
-        string[] names = [.. families.EnumerateArray().Select(f => f.GetProperty("name").GetString()!)];
-        Assert.Equal(names.Length, names.Distinct().Count());
-        foreach (JsonElement family in families.EnumerateArray())
-        {
-            foreach (JsonElement metric in family.GetProperty("metric").EnumerateArray())
-            {
-                string[] labels = [.. metric.GetProperty("label").EnumerateArray().Select(l => l.GetProperty("name").GetString()!)];
-                Assert.Equal(labels.Length, labels.Distinct().Count());
-                Assert.All(labels, l => Assert.Matches("^[a-zA-Z_][a-zA-Z0-9_]*$", l));
-                if (family.GetProperty("type").GetString() == "HISTOGRAM")
-                {
-                    Assert.DoesNotContain("le", labels);
-                }
-            }
-        }
+        HostileNamesTests.DecodeValidProtobuf(listener);
     }
 
     private static MetricDescriptor? Descriptor(Spec spec)

@@ -262,6 +262,30 @@ public sealed class ListenerIdentityTests
     }
 
     [Fact]
+    public void LabelsThePrometheusFormatsRename_AreCountedAndToldOncePerInstrumentAndRule()
+    {
+        string name = UniqueMeter();
+        using var meter = new Meter(name);
+        var warnings = new List<string>();
+        using var listener = new PerCpuMeterListener([name], warn: warnings.Add);
+        var registry = new MetricRegistry();
+        registry.AddProducer(listener);
+        Counter<long> joined = meter.CreateCounter<long>("joined");
+        joined.Add(1, Tag("a.b", "1"), Tag("a_b", "2"));
+        joined.Add(1, Tag("a.b", "3"), Tag("a_b", "4")); // a second series, the same rule: counted, not told again
+        meter.CreateHistogram<double>("h").Record(1, Tag("le", "x"));
+        meter.CreateCounter<long>("plain").Add(1, Tag("http.route", "/")); // sanitized as usual: no decision to tell
+
+        var w = new CollectingWriter();
+        registry.Collect(w);
+        Assert.Equal(3, listener.RenamedLabelSets);
+        Assert.Equal(3, w.Points[("percpu.labels_renamed", "")]);
+        Assert.Equal(2, warnings.Count);
+        Assert.Contains(warnings, m => m.Contains("'joined'", StringComparison.Ordinal) && m.Contains("joined with ';'", StringComparison.Ordinal));
+        Assert.Contains(warnings, m => m.Contains("'h'", StringComparison.Ordinal) && m.Contains("'_le'", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void ObservableCounterPastTheCap_OverflowSeriesSumsWhatItStandsFor()
     {
         string name = UniqueMeter();

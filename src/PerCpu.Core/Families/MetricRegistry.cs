@@ -38,6 +38,9 @@ public sealed class MetricRegistry : IMetricsProducer
     /// <summary>PerCpu's own family, written once a label value was cut: <c>percpu_label_values_truncated_total</c>.</summary>
     private static readonly MetricDescriptor s_truncated = new("percpu.label_values_truncated", MetricType.Counter, null, "Series created with a label value cut at the maximum label value length (the value ends in '\u2026').");
 
+    /// <summary>PerCpu's own family, written once a label set was exposed renamed: <c>percpu_labels_renamed_total</c>.</summary>
+    private static readonly MetricDescriptor s_renamed = new("percpu.labels_renamed", MetricType.Counter, null, "Meter API series whose tag keys the Prometheus formats expose renamed (joined into one label, or a histogram's le as _le).");
+
     private long _cut;
 
     private void CountCut() => Interlocked.Increment(ref _cut);
@@ -133,6 +136,13 @@ public sealed class MetricRegistry : IMetricsProducer
         {
             writer.BeginFamily(s_truncated);
             writer.WritePoint(MetricLabels.Empty, cut);
+        }
+
+        long renamed = producers.OfType<PerCpuMeterListener>().Sum(l => l.RenamedLabelSets);
+        if (renamed > 0)
+        {
+            writer.BeginFamily(s_renamed);
+            writer.WritePoint(MetricLabels.Empty, renamed);
         }
     }
 

@@ -42,6 +42,8 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     private CallbackWorker? _worker;
     private long _slowCallbacks;
     private long _truncated;
+    private long _renamed;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(string Instrument, string Rule), byte> _reported = new();
     private long _invalid;
     private long _callbackFailures;
     private long _dropped;
@@ -109,6 +111,13 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     /// (dropped, as the OpenTelemetry SDK drops it), each reported once to the <c>warn</c> callback.
     /// </summary>
     public long DroppedInstruments => Volatile.Read(ref _dropped);
+
+    /// <summary>
+    /// Series whose labels the Prometheus formats expose renamed (keys joined into one label, a histogram's <c>le</c>
+    /// key as <c>_le</c>), counted once per series; each rule is told once per instrument to the <c>warn</c> callback.
+    /// A <see cref="MetricRegistry"/> this listener produces for writes it as <c>percpu_labels_renamed_total</c>.
+    /// </summary>
+    public long RenamedLabelSets => Volatile.Read(ref _renamed);
 
     /// <summary>Series whose tag values were cut at the maximum length (counted once per series); a
     /// <see cref="MetricRegistry"/> this listener produces for writes it as <c>percpu_label_values_truncated_total</c>.</summary>
@@ -380,6 +389,34 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
     private void CountCut() => Interlocked.Increment(ref _truncated);
 
+    /// <summary>
+    /// A new series whose labels the Prometheus formats cannot expose as given (keys that sanitize to one label name,
+    /// joined with ';'; a histogram key that sanitizes to the reserved <c>le</c>, exposed as <c>_le</c>): counted, and
+    /// told once per instrument and rule to the warn callback.
+    /// </summary>
+    private void CheckRenames(MetricDescriptor descriptor, MetricLabels labels)
+    {
+        bool histogram = descriptor.Type == MetricType.Histogram;
+        IReadOnlyList<KeyValuePair<string, string>> exposed = Formats.PrometheusNaming.ExposedLabels(labels, histogram);
+        bool joined = exposed.Count < labels.Count;
+        bool reserved = histogram && labels.Names.Any(n => Formats.PrometheusNaming.SanitizeLabel(n) == "le");
+        if (!joined && !reserved)
+        {
+            return;
+        }
+
+        Interlocked.Increment(ref _renamed);
+        if (joined && _reported.TryAdd((descriptor.Name, "joined"), 0))
+        {
+            Warn($"PerCpu: instrument '{descriptor.Name}' has tag keys that become one Prometheus label name ({string.Join(", ", labels.Names)}); their values are joined with ';' in key order, as OpenTelemetry does. OTLP keeps the keys.");
+        }
+
+        if (reserved && _reported.TryAdd((descriptor.Name, "le"), 0))
+        {
+            Warn($"PerCpu: histogram '{descriptor.Name}' has a tag key that becomes 'le', which Prometheus reserves for bucket bounds; it is exposed as '_le'. OTLP keeps the key.");
+        }
+    }
+
     /// <summary>One measurement; a tag value whose <c>ToString()</c> throws makes it invalid, never the caller's exception.</summary>
     private static void RecordLong(Recorder recorder, long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
@@ -436,8 +473,8 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
         /// <summary>The part an instrument writes to; called under the listener's lock.</summary>
         public Recorder PartFor(bool integer) => integer
-            ? _long ??= new LongPart(max, Owner, monotonic)
-            : _double ??= new DoublePart(max, Owner, monotonic);
+            ? _long ??= new LongPart(Descriptor, max, Owner, monotonic)
+            : _double ??= new DoublePart(Descriptor, max, Owner, monotonic);
 
         public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => PartFor(integer: true).RecordLong(value, tags);
 
@@ -490,9 +527,9 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
         private static string Key(MetricLabels labels) => string.Join('\u0001', labels.Names) + "\u0000" + string.Join('\u0001', labels.Values);
 
-        private sealed class LongPart(int max, PerCpuMeterListener owner, bool monotonic) : Recorder(owner)
+        private sealed class LongPart(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, bool monotonic) : Recorder(owner)
         {
-            public TagSeriesTable<PerCpuUpDownCounter> Series { get; } = new(max, static () => new PerCpuUpDownCounter(), owner._maxValueLength, owner.CountCut);
+            public TagSeriesTable<PerCpuUpDownCounter> Series { get; } = new(max, static () => new PerCpuUpDownCounter(), owner._maxValueLength, owner.CountCut, l => owner.CheckRenames(descriptor, l));
 
             /// <summary>A point's value: a monotonic counter saturates at long.MaxValue, an up-down counter wraps as a sum does.</summary>
             public long Read(PerCpuUpDownCounter c) => monotonic ? c.SumSaturating() : c.Sum();
@@ -513,9 +550,9 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
                 throw new UnreachableException("integer instruments record longs");
         }
 
-        private sealed class DoublePart(int max, PerCpuMeterListener owner, bool monotonic) : Recorder(owner)
+        private sealed class DoublePart(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, bool monotonic) : Recorder(owner)
         {
-            public TagSeriesTable<PerCpuDouble> Series { get; } = new(max, static () => new PerCpuDouble(), owner._maxValueLength, owner.CountCut);
+            public TagSeriesTable<PerCpuDouble> Series { get; } = new(max, static () => new PerCpuDouble(), owner._maxValueLength, owner.CountCut, l => owner.CheckRenames(descriptor, l));
 
             public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => RecordDouble(value, tags);
 
@@ -535,7 +572,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
     private sealed class HistogramAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, HistogramLayout layout) : Aggregator(descriptor, owner)
     {
-        private readonly TagSeriesTable<PerCpuHistogram> _series = new(max, () => new PerCpuHistogram(layout), owner._maxValueLength, owner.CountCut);
+        private readonly TagSeriesTable<PerCpuHistogram> _series = new(max, () => new PerCpuHistogram(layout), owner._maxValueLength, owner.CountCut, l => owner.CheckRenames(descriptor, l));
 
         public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).Record(value);
 
@@ -554,7 +591,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
     private sealed class GaugeAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner) : Aggregator(descriptor, owner)
     {
-        private readonly TagSeriesTable<MetricGauge> _series = new(max, static () => new MetricGauge(), owner._maxValueLength, owner.CountCut);
+        private readonly TagSeriesTable<MetricGauge> _series = new(max, static () => new MetricGauge(), owner._maxValueLength, owner.CountCut, l => owner.CheckRenames(descriptor, l));
 
         public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).Set(value);
 
@@ -591,7 +628,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         public ObservableAggregator(MetricDescriptor descriptor, int max, PerCpuMeterListener owner, bool sums)
             : base(descriptor, owner)
         {
-            _series = new(max, static () => new Observed(), owner._maxValueLength, owner.CountCut);
+            _series = new(max, static () => new Observed(), owner._maxValueLength, owner.CountCut, l => owner.CheckRenames(descriptor, l));
             _sums = sums;
             SetCallbacks(_probe);
         }

@@ -18,7 +18,7 @@ namespace PerCpu.Families;
 /// <para><b>Reads while writers run</b>: <see cref="Snapshot"/> returns every series created before it was called; a
 /// series created meanwhile may or may not be in it. Series are never removed.</para>
 /// </remarks>
-internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int maxValueLength = TagValues.DefaultMaxLength, Action? onCut = null)
+internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int maxValueLength = TagValues.DefaultMaxLength, Action? onCut = null, Action<MetricLabels>? onCreated = null)
     where TSeries : class
 {
     /// <summary>Recent entries per CPU slot (two 64-byte lines): the last one found, then 15 chosen by the tag objects' addresses.</summary>
@@ -405,6 +405,7 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int
             }
 
             Volatile.Write(ref _count, _ordered.Count);
+            onCreated?.Invoke(entry.Labels);
             return entry.Series;
         }
     }

@@ -102,27 +102,30 @@ internal static class Exposition
     }
 
     /// <summary>The whole scrape in <paramref name="format"/> into <paramref name="output"/>.</summary>
-    public static void Write(IBufferWriter<byte> output, HttpMetricsStore store, MetricRegistry? registry, ScrapeFormat format)
+    /// <returns>The families left out because another family took one of their names.</returns>
+    public static IReadOnlyList<MetricDescriptor> Write(IBufferWriter<byte> output, HttpMetricsStore store, MetricRegistry? registry, ScrapeFormat format)
     {
         if (format != ScrapeFormat.Protobuf)
         {
-            Write(output, store, registry, format == ScrapeFormat.OpenMetrics);
-            return;
+            return Write(output, store, registry, format == ScrapeFormat.OpenMetrics);
         }
 
         var writer = new PrometheusProtobufWriter(output, store.Options.NativeHistogramScale);
         store.Producer.Collect(writer);
         registry?.Collect(writer);
         writer.Finish();
+        return writer.LeftOut;
     }
 
     /// <summary>The scrape as UTF-8 into <paramref name="output"/>.</summary>
-    public static void Write(IBufferWriter<byte> output, HttpMetricsStore store, MetricRegistry? registry, bool openMetrics)
+    /// <returns>The families left out because another family took one of their names.</returns>
+    public static IReadOnlyList<MetricDescriptor> Write(IBufferWriter<byte> output, HttpMetricsStore store, MetricRegistry? registry, bool openMetrics)
     {
         var writer = new PrometheusTextWriter(output, openMetrics);
         store.Producer.Collect(writer);
         registry?.Collect(writer);
         writer.Finish();
+        return writer.LeftOut;
     }
 
     /// <summary>The scrape as a string (tests, benchmarks).</summary>

@@ -30,6 +30,9 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
     private long _invalid;
     private long _conflicts;
 
+    /// <summary>The families left out of this scrape, in order.</summary>
+    public List<MetricDescriptor> LeftOut { get; } = [];
+
     public void BeginFamily(MetricDescriptor descriptor)
     {
         Flush();
@@ -38,6 +41,7 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
         {
             _names = null;
             _conflicts++;
+            LeftOut.Add(descriptor);
             return;
         }
 

@@ -16,8 +16,11 @@ namespace PerCpu.AspNetCore.Internal;
 /// <c>Retry-After</c> at once), and a reader that has not taken its response within
 /// <see cref="PerCpuMetricsOptions.ScrapeTimeout"/> is cut off.
 /// </summary>
-internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.MetricRegistry registry)
+internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.MetricRegistry registry, ILoggerFactory loggers)
 {
+    private readonly ILogger _log = loggers.CreateLogger("PerCpu.AspNetCore");
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte> _reportedConflicts = new(StringComparer.Ordinal);
+
     /// <summary>Metadata that marks PerCpu's own scrape endpoint.</summary>
     public static readonly object Marker = new PerCpuScrapeEndpointMetadata();
 
@@ -200,7 +203,7 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
                 try
                 {
                     var output = new ChunkWriter();
-                    Exposition.Write(output, store, registry, format);
+                    ReportConflicts(Exposition.Write(output, store, registry, format));
                     return Array.ConvertAll(output.Complete(), c => new Chunk(c.Bytes, c.Length));
                 }
                 finally
@@ -220,6 +223,23 @@ internal sealed class ScrapeEndpoint(HttpMetricsStore store, PerCpu.Families.Met
             return rendering;
         }
     }
+
+    /// <summary>Logs each family left out of a scrape for a name conflict, once per family (they are counted per scrape).</summary>
+    private void ReportConflicts(IReadOnlyList<PerCpu.Families.MetricDescriptor> leftOut)
+    {
+        foreach (PerCpu.Families.MetricDescriptor family in leftOut)
+        {
+            if (_reportedConflicts.TryAdd(family.ToString(), 0))
+            {
+                s_nameConflict(_log, family.ToString(), PerCpu.Formats.PrometheusNaming.For(family).TextFamilyName, null);
+            }
+        }
+    }
+
+    private static readonly Action<ILogger, string, string, Exception?> s_nameConflict = LoggerMessage.Define<string, string>(
+        LogLevel.Warning,
+        new EventId(11, "MetricNameConflict"),
+        "{Family} is left out of the scrape: another family already takes the Prometheus name '{Name}' (or one of its sample names). Rename one of them; each scrape counts it in percpu_metric_name_conflicts_total.");
 
     /// <summary>Logs a warning for each other endpoint whose route is the scrape endpoint's.</summary>
     public static void WarnAboutOtherEndpointsAt(string pattern, IEnumerable<EndpointDataSource> sources, IServiceProvider services)

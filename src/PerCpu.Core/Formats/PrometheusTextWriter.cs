@@ -41,6 +41,7 @@ public sealed class PrometheusTextWriter : IMetricsWriter
     private HistogramExemplar[] _exemplars = [];
     private long _invalid;
     private long _conflicts;
+    private readonly List<MetricDescriptor> _leftOut = [];
 
     /// <summary>Creates a writer of UTF-8 text into <paramref name="output"/>.</summary>
     /// <param name="output">Where the text goes.</param>
@@ -57,6 +58,9 @@ public sealed class PrometheusTextWriter : IMetricsWriter
 
     /// <summary>Families left out because their Prometheus name was already written.</summary>
     public long NameConflicts => _conflicts;
+
+    /// <summary>The families left out of this scrape, in order (for a log line that names them).</summary>
+    public IReadOnlyList<MetricDescriptor> LeftOut => _leftOut;
 
     /// <summary>The whole exposition of <paramref name="producer"/> as a string (tests, diagnostics).</summary>
     /// <param name="producer">The producer.</param>
@@ -81,6 +85,7 @@ public sealed class PrometheusTextWriter : IMetricsWriter
         {
             _family = null;
             _conflicts++;
+            _leftOut.Add(descriptor);
             return;
         }
 

@@ -120,6 +120,23 @@ public sealed class TextWriterTests
     }
 }
 
+public sealed class OpenMetricsNumberTests
+{
+    [Fact]
+    public void OpenMetricsLe_IsTheCanonicalFloat_TheTextFormatKeepsItsOwn()
+    {
+        var registry = new MetricRegistry();
+        registry.CreateHistogram("q.wait", "ms", null, [1e-5, 1, 2.5, 10]).WithLabels().Record(3);
+        string open = PrometheusTextWriter.WriteToString(registry, openMetrics: true);
+        string text = PrometheusTextWriter.WriteToString(registry, openMetrics: false);
+        string[] openLe = [.. open.Split('\n').Where(l => l.StartsWith("q_wait_milliseconds_bucket{", StringComparison.Ordinal)).Select(l => l[(l.IndexOf("le=\"", StringComparison.Ordinal) + 4)..l.IndexOf("\"}", StringComparison.Ordinal)])];
+        Assert.Equal(["1E-05", "1.0", "2.5", "10.0", "+Inf"], openLe);
+        Assert.Contains("q_wait_milliseconds_bucket{le=\"10\"} 1\n", text, StringComparison.Ordinal);
+        Assert.Equal("0.005", PrometheusTextWriter.CanonicalNumber(0.005));
+        Assert.Equal("-3.0", PrometheusTextWriter.CanonicalNumber(-3));
+    }
+}
+
 public sealed class RegistryTests
 {
     [Fact]

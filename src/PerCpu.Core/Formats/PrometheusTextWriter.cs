@@ -140,7 +140,7 @@ public sealed class PrometheusTextWriter : IMetricsWriter
         HistogramLayout layout = histogram.Layout;
         if (!_le.TryGetValue(layout, out byte[][]? le))
         {
-            le = [.. layout.ExplicitBoundaries.Select(b => Encoding.UTF8.GetBytes("le=\"" + FormatNumber(b) + "\"}")), "le=\"+Inf\"}"u8.ToArray()];
+            le = [.. layout.ExplicitBoundaries.Select(b => Encoding.UTF8.GetBytes("le=\"" + (_openMetrics ? CanonicalNumber(b) : FormatNumber(b)) + "\"}")), "le=\"+Inf\"}"u8.ToArray()];
             _le[layout] = le;
         }
 
@@ -271,6 +271,19 @@ public sealed class PrometheusTextWriter : IMetricsWriter
     /// <returns>The text.</returns>
     public static string FormatNumber(double value) =>
         double.IsPositiveInfinity(value) ? "+Inf" : double.IsNegativeInfinity(value) ? "-Inf" : double.IsNaN(value) ? "NaN" : value.ToString("R", CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// A number as OpenMetrics writes <c>le</c> values: the canonical float, so a whole number keeps a fractional part
+    /// (<c>1.0</c>, <c>10.0</c>, as the OpenTelemetry Prometheus exporter writes them and as a query on
+    /// <c>le="1.0"</c> expects); other values as <see cref="FormatNumber"/>.
+    /// </summary>
+    /// <param name="value">The value.</param>
+    /// <returns>The text.</returns>
+    public static string CanonicalNumber(double value)
+    {
+        string text = FormatNumber(value);
+        return double.IsFinite(value) && text.AsSpan().IndexOfAny('.', 'E', 'e') < 0 ? text + ".0" : text;
+    }
 
     /// <summary>A label value escaped for both formats (backslash, double quote, line feed).</summary>
     /// <param name="value">The value.</param>

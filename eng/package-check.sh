@@ -75,7 +75,8 @@ for id in PerCpu.Core PerCpu.AspNetCore; do
   if grep -q "/tmp/percpu-package-check" <<< "$pdb"; then fail "$id.pdb embeds the build folder's path"; fi
   echo "$id $version: README, MIT, URLs, tags, .snupkg with Source Link to $commit; DLL and PDB identical from two folders"
 done
-unzip -Z1 "$feed/PerCpu.Core.$version.nupkg" | grep -qx "buildTransitive/PerCpu.Core.targets" || fail "PerCpu.Core lacks buildTransitive/PerCpu.Core.targets"
+# The listing is read whole (grep -q would exit at the first match and, under pipefail, unzip's SIGPIPE would fail the check).
+unzip -Z1 "$feed/PerCpu.Core.$version.nupkg" | grep -x "buildTransitive/PerCpu.Core.targets" >/dev/null || fail "PerCpu.Core lacks buildTransitive/PerCpu.Core.targets"
 
 # 2. A fresh app on the packages only. Our own package ids leave the NuGet cache first: a re-pack of one version
 #    must not be shadowed by an older copy there.

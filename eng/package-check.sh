@@ -126,7 +126,7 @@ run_app() {
   [ "$counted" = "$requests" ] || { echo "$scrape" | head -40 >&2; fail "$label: /metrics counts $counted requests to /hello, sent $requests"; }
   local rss_kb; rss_kb=$(awk '/^VmRSS/{print $2}' "/proc/$pid/status")
   local selection; selection=$(curl -fs "http://127.0.0.1:$port/selection")
-  local strategy; strategy=$(grep -o '^percpu_processor_id_strategy{[^}]*}' <<< "$scrape" | head -1)
+  local strategy; strategy=$(grep -o -m1 '^percpu_processor_id_strategy{[^}]*}' <<< "$scrape")
   kill "$pid"; wait "$pid" 2>/dev/null || true
   echo "$label: $counted of $requests requests counted; first answer after ${startup_ms} ms; RSS after the requests $((rss_kb / 1024)) MB"
   echo "$label: $strategy"
@@ -143,7 +143,7 @@ dotnet publish "$app" -c Release -r linux-x64 -p:PublishAot=true -o "$work/aot" 
   || { cat "$work/aot.log" >&2; fail "AOT publish failed"; }
 if grep -E "warning IL[23][0-9]{3}" "$work/aot.log" | grep -i "percpu"; then fail "trim/AOT warnings from PerCpu (above)"; fi
 echo "AOT publish: $(grep -cE 'warning IL[23][0-9]{3}' "$work/aot.log" || true) trim/AOT warnings in all, none from PerCpu"
-rsp=$(find "$app/obj" -name 'QuickStart.ilc.rsp' | head -1)
+rsp=$(find "$app/obj" -name 'QuickStart.ilc.rsp' -print -quit)
 [ -n "$rsp" ] && grep -qx -- "--directpinvoke:libc.so.6" "$rsp" || fail "the package's buildTransitive targets did not bind libc.so.6 directly ($rsp)"
 echo "AOT: PerCpu.Core's buildTransitive targets passed --directpinvoke:libc.so.6 to ILC"
 echo "AOT binary: $(( $(stat -c %s "$work/aot/QuickStart") / 1024 / 1024 )) MB"

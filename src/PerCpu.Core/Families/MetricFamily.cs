@@ -95,7 +95,7 @@ public abstract class MetricFamily<TChild> : MetricFamily
         }
 
         bool cut = false;
-        if (labelValues.Any(v => v.Length > MaxLabelValueLength))
+        if (AnyLongerThan(labelValues, MaxLabelValueLength))
         {
             // Cut as the Meter API listener cuts (the last character the mark): two values that differ only beyond the
             // cap are one child, never two children that print the same labels.
@@ -156,6 +156,19 @@ public abstract class MetricFamily<TChild> : MetricFamily
         {
             Write(writer, MetricLabels.Overflow, overflow);
         }
+    }
+
+    private static bool AnyLongerThan(string[] values, int max)
+    {
+        foreach (string v in values)
+        {
+            if (v.Length > max)
+            {
+                return true;
+            }
+        }
+
+        return false; // a loop, not Any(lambda): the lambda would capture and allocate on every call
     }
 
     private protected abstract TChild CreateChild();

@@ -186,7 +186,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
             foreach (Aggregator a in all)
             {
-                a.Write(writer, _generation);
+                a.Write(writer);
             }
 
             writer.AddInvalid(InvalidMeasurements);
@@ -458,7 +458,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     {
         public MetricDescriptor Descriptor { get; } = descriptor;
 
-        public abstract void Write(IMetricsWriter writer, int generation);
+        public abstract void Write(IMetricsWriter writer);
     }
 
     /// <summary>
@@ -476,11 +476,14 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
             ? _long ??= new LongPart(Descriptor, max, Owner, monotonic)
             : _double ??= new DoublePart(Descriptor, max, Owner, monotonic);
 
-        public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => PartFor(integer: true).RecordLong(value, tags);
+        // Instruments record into a part (PartFor), never into the family itself.
+        public override void RecordLong(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) =>
+            throw new UnreachableException("instruments record into a part");
 
-        public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => PartFor(integer: false).RecordDouble(value, tags);
+        public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags) =>
+            throw new UnreachableException("instruments record into a part");
 
-        public override void Write(IMetricsWriter writer, int generation)
+        public override void Write(IMetricsWriter writer)
         {
             LongPart? longs = Volatile.Read(ref _long);
             DoublePart? doubles = Volatile.Read(ref _double);
@@ -579,7 +582,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).Record(value);
 
-        public override void Write(IMetricsWriter writer, int generation)
+        public override void Write(IMetricsWriter writer)
         {
             writer.BeginFamily(Descriptor);
             foreach ((MetricLabels labels, PerCpuHistogram h) in _series.Snapshot())
@@ -597,7 +600,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
         public override void RecordDouble(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags) => _series.Find(tags).Set(value);
 
-        public override void Write(IMetricsWriter writer, int generation)
+        public override void Write(IMetricsWriter writer)
         {
             writer.BeginFamily(Descriptor);
             foreach ((MetricLabels labels, MetricGauge g) in _series.Snapshot())
@@ -694,7 +697,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
             o.Observe(value, _runGeneration, _sums && _series.IsOverflow(o));
         }
 
-        public override void Write(IMetricsWriter writer, int generation)
+        public override void Write(IMetricsWriter writer)
         {
             writer.BeginFamily(Descriptor);
             lock (_published)

@@ -34,13 +34,9 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int
     // since a hit compares the references themselves). Written by the CPU that owns the slot, when a lookup by content
     // found an entry whose stored objects are the very ones given.
     private readonly Entry?[] _recent = new Entry?[ProcessorId.SlotCount * RecentWays];
-    private readonly PerCpuCounter _overflowMeasurements = new();
     private TSeries? _noTags;
     private TSeries? _overflow;
     private int _count;
-
-    /// <summary>Measurements recorded in the overflow series.</summary>
-    public long OverflowMeasurements => _overflowMeasurements.Sum();
 
     /// <summary>The series created, the overflow series left out.</summary>
     public int Count => Volatile.Read(ref _count);
@@ -283,7 +279,6 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int
 
         if (Volatile.Read(ref _count) >= max && Volatile.Read(ref _overflow) is { } overflow)
         {
-            _overflowMeasurements.Increment();
             return overflow;
         }
 
@@ -367,7 +362,6 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int
 
             if (_ordered.Count >= max)
             {
-                _overflowMeasurements.Increment();
                 if (_overflow is null)
                 {
                     Volatile.Write(ref _overflow, create());

@@ -45,8 +45,14 @@ public sealed class PerCpuMetricsOptions
     /// <summary>Windows, in seconds, of the request rates computed at scrape time from a per-second ring. Default 1, 10, 60.</summary>
     public IList<int> RateWindowsSeconds { get; set; } = [1, 10, 60];
 
-    /// <summary>The <c>http.route</c> value of requests that matched no endpoint (never the raw path). Default <c>unmatched</c>.</summary>
-    public string UnmatchedRoute { get; set; } = "unmatched";
+    /// <summary>
+    /// The <c>http.route</c> value of requests that matched no endpoint, and of endpoints without a route template
+    /// (routing's 405, custom endpoints); never the raw path. Null or empty (the default): such requests carry no
+    /// <c>http.route</c>, as ASP.NET Core and OpenTelemetry report them, and a request that reached the end of the
+    /// pipeline unhandled carries <c>aspnetcore.request.is_unhandled="true"</c> either way. Set a value (for example
+    /// <c>"unmatched"</c>) to give dashboards a route to group by.
+    /// </summary>
+    public string? UnmatchedRoute { get; set; }
 
     /// <summary>
     /// Meters whose instruments (<c>Counter&lt;T&gt;</c>, <c>Histogram&lt;T&gt;</c>, <c>UpDownCounter&lt;T&gt;</c>, <c>Gauge&lt;T&gt;</c>,

@@ -225,7 +225,7 @@ public sealed class ScrapeTransportTests
 
         var store = app.App.Services.GetRequiredService<PerCpu.AspNetCore.Internal.HttpMetricsStore>();
         var expected = store.RecordedSeries().Where(x => !x.IsOverflow).ToDictionary(
-            x => $"{x.Route} {x.Method} {x.Status}{(x.ErrorType is null ? "" : " " + x.ErrorType)}", x => x.Duration.Snapshot());
+            x => $"{x.Route ?? (x.Unhandled ? "unhandled" : "-")} {x.Method} {x.Status}{(x.ErrorType is null ? "" : " " + x.ErrorType)}", x => x.Duration.Snapshot());
         System.Text.Json.JsonElement duration = families.EnumerateArray().Single(f => f.GetProperty("name").GetString() == "http_server_request_duration_seconds");
         Assert.Equal("HISTOGRAM", duration.GetProperty("type").GetString());
         Assert.Equal("seconds", duration.GetProperty("unit").GetString());
@@ -233,7 +233,7 @@ public sealed class ScrapeTransportTests
         foreach (System.Text.Json.JsonElement metric in duration.GetProperty("metric").EnumerateArray())
         {
             var labels = metric.GetProperty("label").EnumerateArray().ToDictionary(l => l.GetProperty("name").GetString()!, l => l.GetProperty("value").GetString()!);
-            HistogramSnapshot snap = expected[$"{labels["http_route"]} {labels["http_request_method"]} {labels["http_response_status_code"]}{(labels.TryGetValue("error_type", out string? e) ? " " + e : "")}"];
+            HistogramSnapshot snap = expected[$"{Scrape.RouteOf(labels)} {labels["http_request_method"]} {labels["http_response_status_code"]}{(labels.TryGetValue("error_type", out string? e) ? " " + e : "")}"];
             if (nativeScale is int scale)
             {
                 snap = snap.Downscale(scale); // what the option exposes: the same records in coarser buckets

@@ -20,7 +20,7 @@ public sealed class LoopbackLoadTests
         [
             ("GET", "/items/1", "GET /items/{id:int} 200"), ("GET", "/items/2", "GET /items/{id:int} 200"), ("GET", "/items/3", "GET /items/{id:int} 200"),
             ("GET", "/missing/4", "GET /missing/{id} 404"), ("GET", "/slow", "GET /slow 200"), ("GET", "/error", "GET /error 500"),
-            ("GET", "/nope", "GET unmatched 404"), ("DELETE", "/items/1", "DELETE unmatched 405"),
+            ("GET", "/nope", "GET unhandled 404"), ("DELETE", "/items/1", "DELETE - 405"),
         ];
         Dictionary<string, double> before = await sample.CountsAsync(client);
 

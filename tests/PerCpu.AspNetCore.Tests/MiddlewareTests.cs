@@ -31,23 +31,25 @@ public sealed class MiddlewareTests
         Assert.Equal(expected.OrderBy(p => p.Key).Select(p => (p.Key, (double)p.Value)), counts.OrderBy(p => p.Key).Select(p => (p.Key, p.Value)));
 
         // Buckets are cumulative, end in +Inf = count, and the scrape endpoint itself is absent.
-        foreach (IGrouping<string, Scrape.Sample> series in scrape.Named("http_server_request_duration_seconds_bucket").GroupBy(s => s.Labels["http_route"] + s.Labels["http_response_status_code"]))
+        foreach (IGrouping<string, Scrape.Sample> series in scrape.Named("http_server_request_duration_seconds_bucket").GroupBy(s => Scrape.RouteOf(s.Labels) + s.Labels["http_response_status_code"]))
         {
             double[] values = [.. series.Select(s => s.Value)];
             Assert.True(values.Zip(values.Skip(1)).All(p => p.First <= p.Second), "cumulative buckets never decrease");
             Assert.Equal("+Inf", series.Last().Labels["le"]);
         }
 
-        Assert.DoesNotContain(scrape.Named("http_server_request_duration_seconds_count"), s => s.Labels["http_route"] == "/metrics");
-        Assert.Contains(scrape.Named("http_server_request_duration_seconds_count"), s => s.Labels["http_route"] == "unmatched" && s.Labels["http_response_status_code"] == "404");
+        Assert.DoesNotContain(scrape.Named("http_server_request_duration_seconds_count"), s => s.Labels.GetValueOrDefault("http_route") == "/metrics");
+
+        // A request that matched nothing: no http_route, aspnetcore_request_is_unhandled="true", as ASP.NET Core reports it.
+        Assert.Contains(scrape.Named("http_server_request_duration_seconds_count"), s => !s.Labels.ContainsKey("http_route") && s.Labels.GetValueOrDefault("aspnetcore_request_is_unhandled") == "true" && s.Labels["http_response_status_code"] == "404");
 
         static string Key(string path) => path switch
         {
             "/items/1" or "/items/2" => "/items/{id:int} GET 200",
             "/status/201" => "/status/{code:int} GET 201",
             "/status/404" => "/status/{code:int} GET 404",
-            "/status/503" => "/status/{code:int} GET 503",
-            _ => "unmatched GET 404",
+            "/status/503" => "/status/{code:int} GET 503 503", // a 5xx without an exception: error.type is the status
+            _ => "unhandled GET 404",
         };
     }
 

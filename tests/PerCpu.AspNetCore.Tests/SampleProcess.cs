@@ -35,12 +35,24 @@ internal sealed class SampleProcess : IAsyncDisposable
         }
     }
 
-    public static async Task<SampleProcess> StartAsync(IReadOnlyDictionary<string, string>? environment = null)
+    public static Task<SampleProcess> StartAsync(IReadOnlyDictionary<string, string>? environment = null) =>
+        StartAsync(Path.Combine("samples", "WebApi"), "WebApi.dll", [], environment);
+
+    /// <summary>tests/StackParityApp with <paramref name="stack"/> (<c>percpu</c> or <c>otel</c>) as its own process.</summary>
+    public static Task<SampleProcess> StartParityAppAsync(string stack) =>
+        StartAsync(Path.Combine("tests", "StackParityApp"), "StackParityApp.dll", ["--stack", stack], null);
+
+    private static async Task<SampleProcess> StartAsync(string project, string dllName, string[] args, IReadOnlyDictionary<string, string>? environment)
     {
         int port = FreePort();
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add("exec");
-        psi.ArgumentList.Add(SampleDll());
+        psi.ArgumentList.Add(AppDll(project, dllName));
+        foreach (string a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
         psi.ArgumentList.Add("--urls");
         psi.ArgumentList.Add($"http://127.0.0.1:{port}");
         psi.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
@@ -93,7 +105,7 @@ internal sealed class SampleProcess : IAsyncDisposable
     {
         Scrape scrape = Scrape.Parse(await client.GetStringAsync(new Uri(BaseAddress, "/metrics")));
         return scrape.Named("http_server_request_duration_seconds_count")
-            .GroupBy(s => $"{s.Labels["http_request_method"]} {s.Labels["http_route"]} {s.Labels["http_response_status_code"]}")
+            .GroupBy(s => $"{s.Labels["http_request_method"]} {Scrape.RouteOf(s.Labels)} {s.Labels["http_response_status_code"]}")
             .ToDictionary(g => g.Key, g => g.Sum(s => s.Value));
     }
 
@@ -137,8 +149,8 @@ internal sealed class SampleProcess : IAsyncDisposable
         return port;
     }
 
-    /// <summary>samples/WebApi's build output for the configuration this test assembly was built in.</summary>
-    private static string SampleDll()
+    /// <summary>An app's build output (e.g. samples/WebApi) for the configuration this test assembly was built in.</summary>
+    private static string AppDll(string project, string dllName)
     {
         string here = AppContext.BaseDirectory;
         string configuration = here.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}", StringComparison.Ordinal) ? "Release" : "Debug";
@@ -148,7 +160,7 @@ internal sealed class SampleProcess : IAsyncDisposable
             dir = dir.Parent;
         }
 
-        string dll = Path.Combine(dir?.FullName ?? throw new InvalidOperationException("repository root not found above " + here), "samples", "WebApi", "bin", configuration, "net10.0", "WebApi.dll");
+        string dll = Path.Combine(dir?.FullName ?? throw new InvalidOperationException("repository root not found above " + here), project, "bin", configuration, "net10.0", dllName);
         return File.Exists(dll) ? dll : throw new FileNotFoundException("build the solution first", dll);
     }
 

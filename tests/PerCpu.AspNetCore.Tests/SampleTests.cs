@@ -18,7 +18,7 @@ public sealed class SampleTests(WebApplicationFactory<Program> factory) : IClass
             ("/slow?ms=5", "/slow GET 200", HttpStatusCode.OK),
             ("/error", "/error GET 500 System.InvalidOperationException", HttpStatusCode.InternalServerError),
             ("/healthz", "", HttpStatusCode.OK),
-            ("/no/such/route", "unmatched GET 404", HttpStatusCode.NotFound),
+            ("/no/such/route", "unhandled GET 404", HttpStatusCode.NotFound),
         ];
         const int N = 1_200;
 

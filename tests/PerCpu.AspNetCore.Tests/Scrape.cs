@@ -66,8 +66,20 @@ internal sealed partial class Scrape
     /// <summary>The request count of every duration series, keyed by route/method/status(/error).</summary>
     public Dictionary<string, double> CountsByRouteMethodStatus() =>
         Named("http_server_request_duration_seconds_count").ToDictionary(
-            s => s.Labels.TryGetValue("otel_metric_overflow", out _) ? "overflow" : $"{s.Labels["http_route"]} {s.Labels["http_request_method"]} {s.Labels["http_response_status_code"]}{(s.Labels.TryGetValue("error_type", out string? e) ? " " + e : "")}",
+            s => s.Labels.TryGetValue("otel_metric_overflow", out _) ? "overflow" : $"{RouteOf(s.Labels)} {s.Labels["http_request_method"]} {s.Labels["http_response_status_code"]}{(s.Labels.TryGetValue("error_type", out string? e) ? " " + e : "")}",
             s => s.Value);
+
+    /// <summary>A series' route for test keys: its <c>http_route</c>, else <c>unhandled</c> (is_unhandled) or <c>-</c>.</summary>
+    public static string RouteOf(Dictionary<string, string> labels) =>
+        labels.TryGetValue("http_route", out string? route) ? route
+        : labels.GetValueOrDefault("aspnetcore_request_is_unhandled") == "true" ? "unhandled"
+        : "-";
+
+    /// <summary>The same for a measurement's tags (attribute keys, typed values).</summary>
+    public static string RouteOf(IReadOnlyDictionary<string, object?> tags) =>
+        tags.TryGetValue("http.route", out object? route) ? (string)route!
+        : tags.GetValueOrDefault("aspnetcore.request.is_unhandled") is true ? "unhandled"
+        : "-";
 
     [GeneratedRegex("""^(?<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?<labels>(?:[^"}]|"(?:[^"\\]|\\.)*")*)\})? (?<value>\S+)(?: # (?<exemplar>\{.*))?$""")]
     private static partial Regex SampleLine();

@@ -121,7 +121,7 @@ public sealed class StartupAndBridgeTests
         Assert.InRange(Rate(s3, "ewma_1m"), 0.1, 10.17 * Math.Exp(-59.0 / 60));
 
         static double Rate(Scrape s, string window) => s.Named(Exposition.Rate).Single(x => x.Labels["window"] == window).Value;
-        static double RouteRate(Scrape s, string route, string window) => s.Named(Exposition.RouteRate).Single(x => x.Labels["window"] == window && x.Labels["http_route"] == route).Value;
+        static double RouteRate(Scrape s, string route, string window) => s.Named(Exposition.RouteRate).Single(x => x.Labels["window"] == window && x.Labels.GetValueOrDefault("http_route") == route).Value;
     }
 
     [Fact]
@@ -151,7 +151,7 @@ public sealed class StartupAndBridgeTests
             Assert.Equal(scrape.Named(Exposition.Rate).Single(x => x.Labels["window"] == window).Value, routes, 9);
         }
 
-        static double RouteRate(Scrape s, string route, string window) => s.Named(Exposition.RouteRate).Single(x => x.Labels["window"] == window && x.Labels["http_route"] == route).Value;
+        static double RouteRate(Scrape s, string route, string window) => s.Named(Exposition.RouteRate).Single(x => x.Labels["window"] == window && x.Labels.GetValueOrDefault("http_route") == route).Value;
     }
 
     [Fact]
@@ -172,7 +172,7 @@ public sealed class StartupAndBridgeTests
 
         var scraped = scrape.CountsByRouteMethodStatus();
         var observed = counts.GetMeasurementSnapshot().ToDictionary(
-            m => $"{m.Tags["http.route"]} {m.Tags["http.request.method"]} {m.Tags["http.response.status_code"]}{(m.Tags.TryGetValue("error.type", out object? e) ? " " + e : "")}",
+            m => $"{Scrape.RouteOf(m.Tags)} {m.Tags["http.request.method"]} {m.Tags["http.response.status_code"]}{(m.Tags.TryGetValue("error.type", out object? e) ? " " + e : "")}",
             m => (double)m.Value);
         Assert.Equal(scraped.OrderBy(p => p.Key), observed.OrderBy(p => p.Key));
         Assert.Equal(scrape.Named("http_server_request_duration_seconds_bucket").Sum(s => s.Value), buckets.GetMeasurementSnapshot().Sum(m => m.Value));
@@ -191,8 +191,8 @@ public sealed class StartupAndBridgeTests
         using var routeRates = new MetricCollector<double>(factory, MeterBridge.MeterName, "percpu.http.server.route_request_rate");
         routeRates.RecordObservableInstruments();
         Assert.Equal(
-            scrape.Named(Exposition.RouteRate).Select(s => $"{s.Labels["http_route"]} {s.Labels["window"]}").Order(),
-            routeRates.GetMeasurementSnapshot().Select(m => $"{m.Tags["http.route"]} {m.Tags["window"]}").Order());
+            scrape.Named(Exposition.RouteRate).Select(s => $"{Scrape.RouteOf(s.Labels)} {s.Labels["window"]}").Order(),
+            routeRates.GetMeasurementSnapshot().Select(m => $"{Scrape.RouteOf(m.Tags)} {m.Tags["window"]}").Order());
         using var failures = new MetricCollector<long>(factory, MeterBridge.MeterName, "percpu.recording_failures");
         failures.RecordObservableInstruments();
         Assert.Equal(0, Assert.Single(failures.GetMeasurementSnapshot()).Value);

@@ -25,7 +25,7 @@ internal sealed class TestApp : IAsyncDisposable
     /// <summary>Exceptions that reached the app's own handler (outside the metrics middleware).</summary>
     public List<Exception> HandledExceptions { get; }
 
-    public static async Task<TestApp> StartAsync(Action<PerCpuMetricsOptions>? configure = null, Action<WebApplicationBuilder>? builder = null)
+    public static async Task<TestApp> StartAsync(Action<PerCpuMetricsOptions>? configure = null, Action<WebApplicationBuilder>? builder = null, Action<WebApplication>? routes = null)
     {
         WebApplicationBuilder b = WebApplication.CreateSlimBuilder();
         b.WebHost.UseUrls("http://127.0.0.1:0");
@@ -61,12 +61,29 @@ internal sealed class TestApp : IAsyncDisposable
         app.MapGet("/excluded-convention", () => "x").ExcludeFromPerCpuMetrics();
         app.MapGet("/excluded-aspnet", () => "x").DisableHttpMetrics();
         app.MapPost("/echo", async (HttpRequest r) => Results.Text(await new StreamReader(r.Body).ReadToEndAsync()));
+        routes?.Invoke(app);
         app.MapPerCpuMetrics();
         await app.StartAsync();
 
         string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         var client = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromSeconds(30) };
         return new TestApp(app, client, handled);
+    }
+
+    /// <summary>
+    /// A scrape once <paramref name="requests"/> requests are recorded (at most 10 s): a response can reach the client
+    /// before the middleware, after the endpoint wrote and flushed it, records the request.
+    /// </summary>
+    public async Task<Scrape> ScrapeWhenRecordedAsync(double requests)
+    {
+        Scrape scrape = await ScrapeAsync();
+        for (var clock = System.Diagnostics.Stopwatch.StartNew(); scrape.Named("http_server_request_duration_seconds_count").Sum(s => s.Value) < requests && clock.Elapsed < TimeSpan.FromSeconds(10);)
+        {
+            await Task.Delay(50);
+            scrape = await ScrapeAsync();
+        }
+
+        return scrape;
     }
 
     public async Task<Scrape> ScrapeAsync(bool openMetrics = false)

@@ -12,15 +12,19 @@ namespace PerCpu.AspNetCore.Internal;
 /// once per label combination, and never once the global series cap is reached (then the overflow series is returned
 /// without locking or growing anything).
 /// </remarks>
-internal sealed class EndpointMetrics(string route, bool excluded, HttpMetricsStore store)
+internal sealed class EndpointMetrics(string? route, bool excluded, HttpMetricsStore store, bool unhandled = false)
 {
     private readonly Lock _insertLock = new();
     private RequestSeries?[] _table = new RequestSeries?[8];
     private int _count;
 
-    public string Route { get; } = route;
+    /// <summary>The <c>http.route</c> value; null: none (a request that matched nothing, a route-less endpoint).</summary>
+    public string? Route { get; } = route;
 
     public bool Excluded { get; } = excluded;
+
+    /// <summary>Requests that reached the end of the pipeline unhandled (<c>aspnetcore.request.is_unhandled</c>).</summary>
+    public bool Unhandled { get; } = unhandled;
 
     /// <summary>Requests completed on this route (rates are computed from it at scrape time).</summary>
     public PerCpuCounter Requests { get; } = new();
@@ -50,13 +54,20 @@ internal sealed class EndpointMetrics(string route, bool excluded, HttpMetricsSt
         return AddSeries(key);
     }
 
+    /// <summary>Every series of this endpoint, each followed by its series with custom request tags.</summary>
     public IEnumerable<RequestSeries> Series()
     {
         foreach (RequestSeries? s in Volatile.Read(ref _table))
         {
-            if (s is not null)
+            if (s is null)
             {
-                yield return s;
+                continue;
+            }
+
+            yield return s;
+            foreach (RequestSeries tagged in s.TaggedSeries())
+            {
+                yield return tagged;
             }
         }
     }
@@ -87,7 +98,8 @@ internal sealed class EndpointMetrics(string route, bool excluded, HttpMetricsSt
 
             int k = key - 1;
             int errorIndex = k >> 17;
-            var series = new RequestSeries(key, Route, k & 0xF, (k >> 4) & 0x1FF, (k >> 13) & 1, (k >> 14) & 0x7, store.ErrorTypeName(errorIndex), isOverflow: false, store.Layout);
+            int status = (k >> 4) & 0x1FF;
+            var series = new RequestSeries(key, Route, k & 0xF, status, (k >> 13) & 1, (k >> 14) & 0x7, store.ErrorTypeName(errorIndex, status), isOverflow: false, store.Layout, Unhandled);
             if ((_count + 1) * 2 > table.Length)
             {
                 var grown = new RequestSeries?[table.Length * 2];

@@ -136,7 +136,11 @@ internal static class Exposition
         return Encoding.UTF8.GetString(buffer.WrittenSpan);
     }
 
-    /// <summary>The label set of a duration series, in the order the scrape has always written them.</summary>
+    /// <summary>
+    /// The label set of a duration series: PerCpu's labels in the order the scrape has always written them
+    /// (<c>aspnetcore.request.is_unhandled</c> first and <c>http.route</c> only where set, <c>error.type</c> last), then
+    /// the series' custom request tags.
+    /// </summary>
     internal static MetricLabels SeriesLabels(RequestSeries s)
     {
         if (s.IsOverflow)
@@ -144,15 +148,44 @@ internal static class Exposition
             return MetricLabels.Overflow;
         }
 
-        return s.ErrorType is null
-            ? new MetricLabels(
-                ["http.request.method", "http.route", "http.response.status_code", "network.protocol.version", "url.scheme"],
-                [s.Method, s.Route, s.Status, s.Protocol, s.Scheme],
-                [s.Method, s.Route, s.StatusCode, s.Protocol, s.Scheme])
-            : new MetricLabels(
-                ["http.request.method", "http.route", "http.response.status_code", "network.protocol.version", "url.scheme", "error.type"],
-                [s.Method, s.Route, s.Status, s.Protocol, s.Scheme, s.ErrorType],
-                [s.Method, s.Route, s.StatusCode, s.Protocol, s.Scheme, s.ErrorType]);
+        var names = new List<string>(8);
+        var values = new List<string>(8);
+        var raw = new List<object>(8);
+        void Add(string name, string value, object typed)
+        {
+            names.Add(name);
+            values.Add(value);
+            raw.Add(typed);
+        }
+
+        if (s.Unhandled)
+        {
+            Add("aspnetcore.request.is_unhandled", "true", true);
+        }
+
+        Add("http.request.method", s.Method, s.Method);
+        if (s.Route is not null)
+        {
+            Add("http.route", s.Route, s.Route);
+        }
+
+        Add("http.response.status_code", s.Status, s.StatusCode);
+        Add("network.protocol.version", s.Protocol, s.Protocol);
+        Add("url.scheme", s.Scheme, s.Scheme);
+        if (s.ErrorType is not null)
+        {
+            Add("error.type", s.ErrorType, s.ErrorType);
+        }
+
+        if (s.CustomTags is { } custom)
+        {
+            for (int i = 0; i < custom.Count; i++)
+            {
+                Add(custom.Names[i], custom.Values[i], custom.RawValues[i]);
+            }
+        }
+
+        return new MetricLabels(names, values, raw);
     }
 
     public static string Number(double value) => PrometheusTextWriter.FormatNumber(value);
@@ -189,16 +222,16 @@ internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProd
     public static readonly IReadOnlyList<MetricDescriptor> Families = [Duration, Active, Rate, RouteRate, Strategy, Series, OverflowRecords, RecordingFailures, ScrapesRefused, ScrapesCut];
 
     private readonly MetricLabels[] _active = BuildActiveLabels();
-    private readonly Dictionary<(string? Route, string Window), MetricLabels> _rateLabels = [];
+    private readonly Dictionary<(EndpointMetrics? Route, string Window), MetricLabels> _rateLabels = [];
 
     public void Collect(IMetricsWriter writer)
     {
         writer.BeginFamily(Duration);
         foreach (RequestSeries s in store.RecordedSeries())
         {
-            if (s.IsOverflow && s.Duration.ShardCount == 0)
+            if (s.Duration.ShardCount == 0)
             {
-                continue;
+                continue; // never written: the overflow series below the cap, or a series only its tagged ones recorded in
             }
 
             writer.WriteHistogram(s.SeriesLabels, s.Duration);
@@ -217,9 +250,9 @@ internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProd
             }
         }
 
-        List<(string? Route, string Window, double Rate)> rates = store.Rates.Read();
+        List<(EndpointMetrics? Route, string Window, double Rate)> rates = store.Rates.Read();
         writer.BeginFamily(Rate);
-        foreach ((string? route, string window, double rate) in rates)
+        foreach ((EndpointMetrics? route, string window, double rate) in rates)
         {
             if (route is null)
             {
@@ -228,7 +261,7 @@ internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProd
         }
 
         writer.BeginFamily(RouteRate);
-        foreach ((string? route, string window, double rate) in rates)
+        foreach ((EndpointMetrics? route, string window, double rate) in rates)
         {
             if (route is not null)
             {
@@ -250,13 +283,17 @@ internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProd
         writer.WritePoint(MetricLabels.Empty, store.ScrapesCut);
     }
 
-    private MetricLabels RateLabels(string? route, string window)
+    /// <summary>The labels of a rate: the total's (null), or a route's as its request series name it.</summary>
+    private MetricLabels RateLabels(EndpointMetrics? route, string window)
     {
         lock (_rateLabels)
         {
             if (!_rateLabels.TryGetValue((route, window), out MetricLabels? labels))
             {
-                labels = route is null ? new MetricLabels(["window"], [window]) : new MetricLabels(["http.route", "window"], [route, window]);
+                labels = route is null ? new MetricLabels(["window"], [window])
+                    : route.Route is { } text ? new MetricLabels(["http.route", "window"], [text, window])
+                    : route.Unhandled ? new MetricLabels(["aspnetcore.request.is_unhandled", "window"], ["true", window])
+                    : new MetricLabels(["window"], [window]); // no route, as its request series: unique in this family
                 _rateLabels[(route, window)] = labels;
             }
 

@@ -10,10 +10,23 @@ namespace PerCpu.AspNetCore.Internal;
 /// All request metrics of one application: endpoint handles, the series cap and its overflow series, active-request
 /// counters, error types and request rates. A singleton.
 /// </summary>
-internal sealed class HttpMetricsStore
+internal sealed class HttpMetricsStore : PerCpu.Families.ISeriesBudget
 {
     /// <summary>Distinct <c>error.type</c> values kept; further exception types are reported as <c>_OTHER</c>.</summary>
     public const int MaxErrorTypes = 63;
+
+    /// <summary>
+    /// The <c>error.type</c> index of a 5xx answered without an exception: the status code itself, as OpenTelemetry's
+    /// ASP.NET Core instrumentation and the HTTP semantic conventions report it.
+    /// </summary>
+    public const int StatusErrorIndex = MaxErrorTypes + 1;
+
+    /// <summary>The key ASP.NET Core's terminal middleware sets in <see cref="HttpContext.Items"/> for a request no one handled.</summary>
+    public const string RequestUnhandledKey = "__RequestUnhandled";
+
+    // Route-less endpoints' keys in _byRoute (not route texts: a template can be any text).
+    private const string NoRouteKey = "\0no-route";
+    private const string UnhandledKey = "\0unhandled";
 
     private readonly EndpointTable _byEndpoint = new();
     private readonly ConcurrentDictionary<string, EndpointMetrics> _byRoute = new(StringComparer.Ordinal);
@@ -25,8 +38,12 @@ internal sealed class HttpMetricsStore
     private long _overflowRecords;
     private long _recordingFailures;
 
-    public HttpMetricsStore(IOptions<PerCpuMetricsOptions> options, TimeProvider time)
+    private readonly PerCpu.Families.MetricRegistry? _registry;
+    private long _truncated;
+
+    public HttpMetricsStore(IOptions<PerCpuMetricsOptions> options, TimeProvider time, PerCpu.Families.MetricRegistry? registry = null)
     {
+        _registry = registry;
         PerCpuMetricsOptions o = options.Value;
         Options = o;
         Layout = new HistogramLayout(o.HistogramScale, o.HistogramMinExponent, o.HistogramMaxExponent, o.DurationBoundaries);
@@ -34,8 +51,11 @@ internal sealed class HttpMetricsStore
         Exemplars = o.Exemplars;
         _errorNames[0] = null;
         OverflowSeries = new RequestSeries(0, "", 0, Labels.StatusOther, 0, 0, null, isOverflow: true, Layout);
-        Unmatched = new EndpointMetrics(o.UnmatchedRoute, excluded: false, this);
-        _byRoute[o.UnmatchedRoute] = Unmatched;
+        UnmatchedRoute = string.IsNullOrEmpty(o.UnmatchedRoute) ? null : o.UnmatchedRoute;
+        Unmatched = new EndpointMetrics(UnmatchedRoute, excluded: false, this);
+        Unhandled = new EndpointMetrics(UnmatchedRoute, excluded: false, this, unhandled: true);
+        _byRoute[UnmatchedRoute ?? NoRouteKey] = Unmatched; // a template equal to the opt-in value shares its series
+        _byRoute[UnhandledKey] = Unhandled;
         for (int m = 0; m < Labels.Methods.Length; m++)
         {
             for (int s = 0; s < Labels.Schemes.Length; s++)
@@ -60,7 +80,14 @@ internal sealed class HttpMetricsStore
 
     public RequestSeries OverflowSeries { get; }
 
+    /// <summary><see cref="PerCpuMetricsOptions.UnmatchedRoute"/>, or null: no <c>http.route</c> where no route is known.</summary>
+    public string? UnmatchedRoute { get; }
+
+    /// <summary>Requests that matched no endpoint but were handled (a terminal middleware), and route-less endpoints.</summary>
     public EndpointMetrics Unmatched { get; }
+
+    /// <summary>Requests that reached the end of the pipeline unhandled: <c>aspnetcore.request.is_unhandled="true"</c>.</summary>
+    public EndpointMetrics Unhandled { get; }
 
     public RateTracker Rates { get; }
 
@@ -86,6 +113,16 @@ internal sealed class HttpMetricsStore
     }
 
     public void CountOverflow() => Interlocked.Increment(ref _overflowRecords);
+
+    /// <summary>Series created with a custom request tag value cut at <see cref="PerCpuMetricsOptions.MaxLabelValueLength"/>.</summary>
+    public long TruncatedLabelValues => Volatile.Read(ref _truncated);
+
+    /// <summary>Counts a cut value, in the registry's <c>percpu_label_values_truncated_total</c> too.</summary>
+    public void CountTruncatedLabelValue()
+    {
+        Interlocked.Increment(ref _truncated);
+        _registry?.CountCut();
+    }
 
     private long _scrapesRefused;
     private long _scrapesCut;
@@ -150,7 +187,9 @@ internal sealed class HttpMetricsStore
         }
     }
 
-    public string? ErrorTypeName(int index) => index == 0 ? null : _errorNames[index] ?? Labels.Other;
+    /// <summary>The <c>error.type</c> value of an index (null: none); <paramref name="status"/> names a 5xx without an exception.</summary>
+    public string? ErrorTypeName(int index, int status) =>
+        index == 0 ? null : index == StatusErrorIndex ? Labels.Statuses[status] : _errorNames[index] ?? Labels.Other;
 
     /// <summary>Index of an exception type for <c>error.type</c> (the exception path only, never the common path).</summary>
     public int ErrorIndex(Exception exception)
@@ -184,10 +223,11 @@ internal sealed class HttpMetricsStore
     {
         // Endpoints without a route template (routing's 405 endpoint, custom endpoints) have no http.route: they share
         // the unmatched value, so their labels stay bounded too.
-        string route = (endpoint as RouteEndpoint)?.RoutePattern.RawText ?? Options.UnmatchedRoute;
+        string? route = (endpoint as RouteEndpoint)?.RoutePattern.RawText ?? UnmatchedRoute;
         bool excluded = endpoint.Metadata.GetMetadata<ExcludeFromPerCpuMetricsAttribute>() is not null
             || endpoint.Metadata.GetMetadata<IDisableHttpMetricsMetadata>() is not null;
-        EndpointMetrics metrics = _byRoute.GetOrAdd(excluded ? "\0excluded:" + route : route, static (r, state) => new EndpointMetrics(state.Route, state.Excluded, state.Store), (Route: route, Excluded: excluded, Store: this));
+        string key = route ?? NoRouteKey;
+        EndpointMetrics metrics = _byRoute.GetOrAdd(excluded ? "\0excluded:" + key : key, static (r, state) => new EndpointMetrics(state.Route, state.Excluded, state.Store), (Route: route, Excluded: excluded, Store: this));
         _byEndpoint.Add(endpoint, metrics); // beyond EndpointTable.MaxEntries endpoints, found by route text each time
         return metrics;
     }

@@ -55,6 +55,14 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
             features.Set(ActiveRequestMark.Counted);
         }
 
+        if (features.Get<IHttpMetricsTagsFeature>() is null)
+        {
+            // ASP.NET Core's hosting layer sets this feature only while something listens to its own meter; the app's
+            // custom tags (and MetricsDisabled) go through it either way. Lent from a per-thread pool, taken back once
+            // the request is recorded: nothing allocated per request in the steady state.
+            features.Set<IHttpMetricsTagsFeature>(RequestTagsFeature.Rent());
+        }
+
         long start = Stopwatch.GetTimestamp();
         int activeIndex = ActiveIndex(context);
         store.Active[activeIndex].Increment();
@@ -183,22 +191,47 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
             final = threw;
         }
 
-        EndpointMetrics endpoint = store.ForEndpoint(final);
-        if (endpoint.Excluded || context.Features.Get<IHttpMetricsTagsFeature>() is { MetricsDisabled: true })
+        // A request that matched nothing: unhandled (ASP.NET Core's terminal middleware marked it) or answered by a
+        // middleware of the app's own; both carry no http.route unless UnmatchedRoute gives one.
+        EndpointMetrics endpoint = final is not null ? store.ForEndpoint(final)
+            : context.Items.ContainsKey(HttpMetricsStore.RequestUnhandledKey) ? store.Unhandled
+            : store.Unmatched;
+        IHttpMetricsTagsFeature? tags = context.Features.Get<IHttpMetricsTagsFeature>();
+        try
         {
-            return;
-        }
+            if (endpoint.Excluded || tags is { MetricsDisabled: true })
+            {
+                return;
+            }
 
-        int key = EndpointMetrics.Pack(activeIndex >> 1, Labels.Status(status), activeIndex & 1, Labels.Protocol(context.Request.Protocol), error);
-        RequestSeries series = endpoint.GetSeries(key);
-        if (series.IsOverflow)
+            if (error == 0 && (uint)(status - 500) < 100)
+            {
+                error = HttpMetricsStore.StatusErrorIndex; // a 5xx without an exception: error.type is the status code
+            }
+
+            int key = EndpointMetrics.Pack(activeIndex >> 1, Labels.Status(status), activeIndex & 1, Labels.Protocol(context.Request.Protocol), error);
+            RequestSeries series = endpoint.GetSeries(key);
+            if (tags is not null && tags.Tags.Count != 0 && !series.IsOverflow)
+            {
+                series = CustomTags.SeriesFor(series, tags.Tags, store);
+            }
+
+            if (series.IsOverflow)
+            {
+                store.CountOverflow();
+            }
+
+            series.Duration.RecordTicks(elapsed, store.Exemplars ? Activity.Current : null); // an exemplar when the activity is sampled
+
+            endpoint.Requests.Increment();
+        }
+        finally
         {
-            store.CountOverflow();
+            if (tags is RequestTagsFeature lent)
+            {
+                RequestTagsFeature.Return(lent);
+            }
         }
-
-        series.Duration.RecordTicks(elapsed, store.Exemplars ? Activity.Current : null); // an exemplar when the activity is sampled
-
-        endpoint.Requests.Increment();
     }
 
     private sealed record CompletedState(PerCpuMetricsMiddleware Middleware, HttpContext Context, long Start, int ActiveIndex, int Error, Exception? Exception = null);

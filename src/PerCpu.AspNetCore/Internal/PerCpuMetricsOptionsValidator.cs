@@ -73,11 +73,6 @@ internal sealed class PerCpuMetricsOptionsValidator : IValidateOptions<PerCpuMet
             failures.Add($"PerCpuMetricsOptions.RateWindowsSeconds [{string.Join(", ", options.RateWindowsSeconds)}] must be distinct whole seconds from 1 to 3600.");
         }
 
-        if (string.IsNullOrEmpty(options.UnmatchedRoute))
-        {
-            failures.Add("PerCpuMetricsOptions.UnmatchedRoute is empty; give the http.route value for requests that match no endpoint (default \"unmatched\").");
-        }
-
         if (options.NativeHistogramScale is < 0 or > HistogramLayout.MaxScale)
         {
             failures.Add($"PerCpuMetricsOptions.NativeHistogramScale is {options.NativeHistogramScale}; use 0 to {HistogramLayout.MaxScale} (Prometheus's native histograms allow no finer scale), or null for each histogram's own.");

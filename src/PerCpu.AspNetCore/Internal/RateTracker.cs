@@ -82,23 +82,23 @@ internal sealed class RateTracker : IDisposable
         }
     }
 
-    /// <summary>(route or null for the total, window label, requests per second) for every route and window.</summary>
-    public List<(string? Route, string Window, double Rate)> Read()
+    /// <summary>(endpoint handles or null for the total, window label, requests per second) for every route and window.</summary>
+    public List<(EndpointMetrics? Route, string Window, double Rate)> Read()
     {
-        var rates = new List<(string?, string, double)>();
+        var rates = new List<(EndpointMetrics?, string, double)>();
         lock (_lock)
         {
             Add(rates, null, _total);
             foreach ((EndpointMetrics route, Ring ring) in _routes)
             {
-                Add(rates, route.Route, ring);
+                Add(rates, route, ring);
             }
         }
 
         return rates;
     }
 
-    private void Add(List<(string?, string, double)> rates, string? route, Ring ring)
+    private void Add(List<(EndpointMetrics?, string, double)> rates, EndpointMetrics? route, Ring ring)
     {
         foreach (int w in _windows)
         {

@@ -43,7 +43,8 @@ public sealed class MetricRegistry : IMetricsProducer
 
     private long _cut;
 
-    private void CountCut() => Interlocked.Increment(ref _cut);
+    /// <summary>Counts one series created with a cut label value (the registry's families, and PerCpu.AspNetCore's request tags).</summary>
+    internal void CountCut() => Interlocked.Increment(ref _cut);
 
     /// <summary>The cap on each family's children.</summary>
     public int MaxSeriesPerFamily { get; }

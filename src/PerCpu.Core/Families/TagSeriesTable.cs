@@ -18,7 +18,14 @@ namespace PerCpu.Families;
 /// <para><b>Reads while writers run</b>: <see cref="Snapshot"/> returns every series created before it was called; a
 /// series created meanwhile may or may not be in it. Series are never removed.</para>
 /// </remarks>
-internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int maxValueLength = TagValues.DefaultMaxLength, Action? onCut = null, Action<MetricLabels>? onCreated = null)
+/// <param name="max">The most series; past it, new tag sets share the overflow series.</param>
+/// <param name="create">Makes a series (the overflow one too).</param>
+/// <param name="maxValueLength">The longest value exposed; longer ones are cut.</param>
+/// <param name="onCut">Called once per series whose value was cut.</param>
+/// <param name="onCreated">Called with each new series' labels.</param>
+/// <param name="budget">A cap shared with other tables (the HTTP series cap), asked before each new series (not the
+/// overflow one) is created; once it is spent, new tag sets get the overflow series without a lock.</param>
+internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int maxValueLength = TagValues.DefaultMaxLength, Action? onCut = null, Action<MetricLabels>? onCreated = null, ISeriesBudget? budget = null)
     where TSeries : class
 {
     /// <summary>Recent entries per CPU slot (two 64-byte lines): the last one found, then 15 chosen by the tag objects' addresses.</summary>
@@ -277,7 +284,7 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int
             return FindLastWins(tags);
         }
 
-        if (Volatile.Read(ref _count) >= max && Volatile.Read(ref _overflow) is { } overflow)
+        if ((Volatile.Read(ref _count) >= max || budget?.SeriesCapReached == true) && Volatile.Read(ref _overflow) is { } overflow)
         {
             return overflow;
         }
@@ -360,7 +367,7 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int
                 }
             }
 
-            if (_ordered.Count >= max)
+            if (_ordered.Count >= max || (budget is not null && !budget.TryReserveSeries()))
             {
                 if (_overflow is null)
                 {
@@ -423,4 +430,14 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int
         public readonly MetricLabels Labels = labels;
         public readonly TSeries Series = series;
     }
+}
+
+/// <summary>A series cap shared by several tables.</summary>
+internal interface ISeriesBudget
+{
+    /// <summary>Whether no series is left (a hint read without a lock).</summary>
+    bool SeriesCapReached { get; }
+
+    /// <summary>Takes one series from the budget; false when none is left.</summary>
+    bool TryReserveSeries();
 }

@@ -8,15 +8,86 @@ namespace PerCpu.AspNetCore.Tests;
 /// and its Prometheus exporter, the same traffic through real Kestrel, and every series of
 /// <c>http_server_request_duration_seconds</c> compared label for label, count for count.
 /// </summary>
-public sealed class StackParityTests
+public sealed class StackParityTests(StackParityTests.Apps apps) : IClassFixture<StackParityTests.Apps>
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    /// <summary>The two processes, started once for this class.</summary>
+    public sealed class Apps : IAsyncLifetime
+    {
+        internal SampleProcess PerCpu { get; private set; } = null!;
+
+        internal SampleProcess OpenTelemetry { get; private set; } = null!;
+
+        public async ValueTask InitializeAsync()
+        {
+            Task<SampleProcess> percpu = SampleProcess.StartParityAppAsync("percpu");
+            Task<SampleProcess> otel = SampleProcess.StartParityAppAsync("otel");
+            PerCpu = await percpu;
+            OpenTelemetry = await otel;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await PerCpu.DisposeAsync();
+            await OpenTelemetry.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// One row per naming rule (the instruments of tests/StackParityApp's <c>Parity.Units</c> meter): the family's
+    /// name in the 0.0.4 text format, and its OpenMetrics <c>TYPE</c> and <c>UNIT</c> lines, exactly as the OpenTelemetry
+    /// Prometheus exporter writes them for the same instrument.
+    /// </summary>
+    [Theory]
+    [InlineData("parity_requests", "annotation only: no unit suffix")]
+    [InlineData("parity_sent_bytes", "By is bytes, then _total")]
+    [InlineData("parity_errors", "unit 1 on a counter: no suffix")]
+    [InlineData("parity_jobs", "a name that already ends in _total")]
+    [InlineData("parity_total_orders", "total inside the name")]
+    [InlineData("parity_busy_time_seconds", "s on a counter")]
+    [InlineData("parity_stock_fill", "unit 1 on a gauge: no _ratio")]
+    [InlineData("parity_fill_ratio", "unit 1, a name ending in ratio: no UNIT")]
+    [InlineData("parity_throughput_bytes_per_second", "a rate unit")]
+    [InlineData("parity_cpu_percent", "percent")]
+    [InlineData("parity_temperature_celsius", "celsius")]
+    [InlineData("parity_per_unit_per_second", "an annotation per second")]
+    [InlineData("parity_queue_depth", "an up-down counter")]
+    [InlineData("parity_cache_size_kibibytes", "KiBy")]
+    [InlineData("parity_latency_milliseconds", "ms on a histogram")]
+    [InlineData("parity_wait_seconds", "a name that already holds its unit")]
+    [InlineData("parity_payload_bytes", "bytes on a histogram")]
+    [InlineData("parity_cpu_time_seconds", "an observable counter")]
+    [InlineData("parity_connections", "an observable up-down counter")]
+    public async Task UnitAndSuffixRules_SameNamesAsTheOpenTelemetryExporter(string family, string rule)
+    {
+        Assert.False(string.IsNullOrEmpty(rule));
+        (string Text, string OpenMetrics) ours = await FamilyLinesAsync(apps.PerCpu, family);
+        (string Text, string OpenMetrics) theirs = await FamilyLinesAsync(apps.OpenTelemetry, family);
+        Assert.NotEqual("", theirs.Text); // the exporter has this family under this name
+        Assert.Equal(theirs, ours);
+    }
+
+    /// <summary>The family's <c># TYPE</c> line in the text format, and its <c># TYPE</c> and <c># UNIT</c> lines in OpenMetrics.</summary>
+    private static async Task<(string Text, string OpenMetrics)> FamilyLinesAsync(SampleProcess app, string family)
+    {
+        using var client = new HttpClient { BaseAddress = app.BaseAddress };
+        string text = await client.GetStringAsync("/metrics", Ct);
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/metrics");
+        request.Headers.Accept.ParseAdd("application/openmetrics-text; version=1.0.0");
+        using HttpResponseMessage response = await client.SendAsync(request, Ct);
+        string openMetrics = await response.Content.ReadAsStringAsync(Ct);
+        static string Lines(string scrape, string prefix, params string[] kinds) => string.Join("\n", scrape.Split('\n')
+            .Where(l => kinds.Any(k => l.StartsWith($"# {k} {prefix} ", StringComparison.Ordinal) || l == $"# {k} {prefix}")));
+        string textName = text.Split('\n').FirstOrDefault(l => l.StartsWith($"# TYPE {family} ", StringComparison.Ordinal) || l.StartsWith($"# TYPE {family}_total ", StringComparison.Ordinal)) ?? "";
+        return (textName, Lines(openMetrics, family, "TYPE", "UNIT"));
+    }
 
     [Fact]
     public async Task OneTrafficMix_BothStacks_EverySeriesSameLabelsAndCount()
     {
-        await using SampleProcess percpu = await SampleProcess.StartParityAppAsync("percpu");
-        await using SampleProcess otel = await SampleProcess.StartParityAppAsync("otel");
+        SampleProcess percpu = apps.PerCpu;
+        SampleProcess otel = apps.OpenTelemetry;
 
         // Plain routes, a POST, statuses of every class (5xx with and without an exception), a request that matches
         // nothing, a method routing refuses (405), custom tags, and one the app takes out of the metric.

@@ -78,8 +78,10 @@ public sealed class PrometheusNames
 /// OpenTelemetry's Prometheus compatibility rules, so that dashboards written for the OpenTelemetry Prometheus exporter
 /// work unchanged: invalid characters become <c>_</c> (runs collapse to one), a leading digit gets a <c>_</c> prefix,
 /// the UCUM unit becomes a suffix (<c>s</c> → <c>_seconds</c>, <c>By/s</c> → <c>_bytes_per_second</c>, annotations
-/// such as <c>{order}</c> add none, <c>1</c> on a gauge → <c>_ratio</c>) unless the name already ends with it, and
-/// monotonic counters end in <c>_total</c>.
+/// such as <c>{order}</c> and the dimensionless <c>1</c> add none) unless the name already ends with it, and monotonic
+/// counters end in <c>_total</c>. These are the rules the .NET OpenTelemetry Prometheus exporter 1.20.1-beta.1
+/// applies: in particular it adds no <c>_ratio</c> to a gauge of unit <c>1</c> (the OpenTelemetry specification allows
+/// one), so PerCpu adds none either; tests/StackParityApp checks each rule against that exporter.
 /// </summary>
 public static class PrometheusNaming
 {
@@ -136,7 +138,7 @@ public static class PrometheusNaming
 
     /// <summary>The Prometheus unit suffix of a UCUM unit, or null when it adds none.</summary>
     /// <param name="unit">The UCUM unit.</param>
-    /// <param name="type">The metric type (<c>1</c> is <c>ratio</c> on gauges only).</param>
+    /// <param name="type">The metric type.</param>
     /// <returns>The suffix without the leading <c>_</c>, or null.</returns>
     public static string? Unit(string? unit, MetricType type)
     {
@@ -147,7 +149,7 @@ public static class PrometheusNaming
 
         if (unit == "1")
         {
-            return type == MetricType.Gauge ? "ratio" : null;
+            return null; // dimensionless: no suffix and no UNIT, on every type, as the OpenTelemetry exporter writes it
         }
 
         // Annotations in curly braces carry no unit.

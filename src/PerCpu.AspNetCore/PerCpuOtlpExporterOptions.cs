@@ -13,17 +13,54 @@ public enum OtlpTemporality
     Delta = 1,
 }
 
+/// <summary>The OTLP transport.</summary>
+public enum OtlpProtocol
+{
+    /// <summary>OTLP/HTTP with a protobuf body (<c>http/protobuf</c>), POSTed to the metrics URL.</summary>
+    HttpProtobuf = 0,
+
+    /// <summary>
+    /// OTLP/gRPC (<c>grpc</c>, the OpenTelemetry SDK's default): the unary <c>MetricsService/Export</c> call over HTTP/2
+    /// (cleartext HTTP/2 for an <c>http://</c> endpoint, as the SDK does), with the same retries, deadline and shutdown as
+    /// HTTP: gRPC's retryable codes are retried, a <c>RetryInfo</c> in the status details plays <c>Retry-After</c>'s part,
+    /// the remaining deadline goes out as <c>grpc-timeout</c>, and <c>RESOURCE_EXHAUSTED</c> without <c>RetryInfo</c> (a
+    /// message over the server's size limit) splits the batch as a 413 does.
+    /// </summary>
+    Grpc = 1,
+}
+
 /// <summary>
-/// Options of PerCpu's own OTLP/HTTP metrics exporter (<c>services.AddPerCpuOtlpExporter(o => ...)</c>). Defaults come
+/// Options of PerCpu's own OTLP metrics exporter (<c>services.AddPerCpuOtlpExporter(o => ...)</c>). Defaults come
 /// from the standard <c>OTEL_*</c> environment variables; values set here override them. Validated at startup.
 /// </summary>
 public sealed class PerCpuOtlpExporterOptions
 {
     /// <summary>
-    /// The full metrics URL. Default: <c>OTEL_EXPORTER_OTLP_METRICS_ENDPOINT</c>, else <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> +
-    /// <c>/v1/metrics</c>, else <c>http://localhost:4318/v1/metrics</c>.
+    /// The transport. Default: <c>OTEL_EXPORTER_OTLP_METRICS_PROTOCOL</c>, else <c>OTEL_EXPORTER_OTLP_PROTOCOL</c>
+    /// (<c>grpc</c> or <c>http/protobuf</c>; any other value fails startup), else <see cref="OtlpProtocol.HttpProtobuf"/>.
     /// </summary>
-    public Uri? Endpoint { get; set; }
+    public OtlpProtocol Protocol { get; set; }
+
+    /// <summary>
+    /// The full metrics URL for HTTP; for gRPC, the server (scheme, host and port; the path is the service's). Default:
+    /// <c>OTEL_EXPORTER_OTLP_METRICS_ENDPOINT</c>, else <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> (+ <c>/v1/metrics</c> for
+    /// HTTP), else <c>http://localhost:4318/v1/metrics</c> for HTTP and <c>http://localhost:4317</c> for gRPC.
+    /// </summary>
+    public Uri? Endpoint
+    {
+        get;
+        set
+        {
+            field = value;
+            EndpointIsDefault = false;
+        }
+    }
+
+    /// <summary>No endpoint was configured: the protocol's default port applies (4318 for HTTP, 4317 for gRPC).</summary>
+    internal bool EndpointIsDefault { get; set; }
+
+    /// <summary>An invalid protocol variable, said at startup by the validator.</summary>
+    internal string? ProtocolProblem { get; set; }
 
     /// <summary>Extra request headers (authentication). Default: <c>OTEL_EXPORTER_OTLP_METRICS_HEADERS</c> / <c>OTEL_EXPORTER_OTLP_HEADERS</c>.</summary>
     public IDictionary<string, string> Headers { get; } = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);

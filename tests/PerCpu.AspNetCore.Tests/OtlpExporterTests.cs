@@ -41,6 +41,7 @@ public sealed class OtlpExporterTests
         Assert.Equal("application/x-protobuf", contentType);
         Assert.Equal(gzip ? "gzip" : null, encoding);
         Assert.Equal("Bearer secret", authorization);
+        Assert.Matches(@"^PerCpu-OTLP-Exporter-Dotnet/\d+\.\d+\.\d+", Assert.Single(receiver.UserAgents)); // as the SDK's exporters name themselves
         JsonElement request = OtlpReceiver.Decode(body);
         JsonElement resourceMetrics = request.GetProperty("resourceMetrics")[0];
         Assert.Equal("otlp-test", Attribute(resourceMetrics.GetProperty("resource").GetProperty("attributes"), "service.name"));
@@ -402,7 +403,7 @@ public sealed class OtlpExporterTests
     }
 
     /// <summary>The total count of http.server.request.duration in a decoded request, checking its temporality.</summary>
-    private static long DurationCount(JsonElement request, string? temporality)
+    internal static long DurationCount(JsonElement request, string? temporality)
     {
         JsonElement scope = request.GetProperty("resourceMetrics")[0].GetProperty("scopeMetrics")[0];
         JsonElement duration = Metric(scope, "http.server.request.duration");
@@ -415,7 +416,7 @@ public sealed class OtlpExporterTests
         return data.GetProperty("dataPoints").EnumerateArray().Sum(p => long.Parse(p.GetProperty("count").GetString()!, CultureInfo.InvariantCulture));
     }
 
-    private static JsonElement Metric(JsonElement scope, string name) =>
+    internal static JsonElement Metric(JsonElement scope, string name) =>
         scope.GetProperty("metrics").EnumerateArray().Single(m => m.GetProperty("name").GetString() == name);
 
     private static string? Attribute(JsonElement attributes, string key)

@@ -27,6 +27,9 @@ internal sealed class OtlpReceiver : IAsyncDisposable
 
     public ConcurrentQueue<(DateTimeOffset At, byte[] Body, string? Encoding, string? ContentType, string? Authorization)> Requests { get; } = new();
 
+    /// <summary>The <c>User-Agent</c> of each request.</summary>
+    public ConcurrentQueue<string> UserAgents { get; } = new();
+
     /// <summary>Bodies of the requests answered with a 2xx status: what the collector accepted.</summary>
     public ConcurrentQueue<byte[]> Accepted { get; } = new();
 
@@ -59,6 +62,7 @@ internal sealed class OtlpReceiver : IAsyncDisposable
             using var buffer = new MemoryStream();
             Stream body = context.Request.Headers.ContentEncoding == "gzip" ? new GZipStream(context.Request.Body, CompressionMode.Decompress) : context.Request.Body;
             await body.CopyToAsync(buffer);
+            receiver.UserAgents.Enqueue(context.Request.Headers.UserAgent.ToString());
             receiver.Requests.Enqueue((DateTimeOffset.UtcNow, buffer.ToArray(), context.Request.Headers.ContentEncoding, context.Request.ContentType, context.Request.Headers.Authorization));
             (int status, Dictionary<string, string> headers, byte[] reply) = receiver.Respond(n);
             if (status is >= 200 and < 300)

@@ -9,7 +9,7 @@ using PerCpu.AspNetCore.Internal;
 namespace PerCpu.AspNetCore.Otlp;
 
 /// <summary>
-/// Exports the per-CPU store over OTLP/HTTP (protobuf) every interval, as a hosted service: it never runs on a request
+/// Exports the per-CPU store over OTLP/HTTP (protobuf) or OTLP/gRPC every interval, as a hosted service: it never runs on a request
 /// thread and never blocks one, and exports never overlap (one gate). Retries 429/502/503/504 and network errors with
 /// exponential backoff and jitter (a floor that a <c>Retry-After</c> of 0 or a past date cannot lower), within the
 /// export timeout; a <c>Retry-After</c> that reaches beyond it ends the export at once and holds periodic exports back
@@ -36,6 +36,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
     private readonly TimeProvider _time;
     private readonly ILogger<OtlpExporterService> _logger;
     private readonly HttpClient _client;
+    private readonly Uri _endpoint;
     private readonly Dictionary<RequestSeries, (HistogramSnapshot Snapshot, ulong Start)> _pending = [];
     private readonly SemaphoreSlim _exportGate = new(1, 1);
     private readonly ulong _processStart;
@@ -54,6 +55,8 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
         _time = time;
         _logger = logger;
         _resource = Resource(_options);
+        _endpoint = _options.Protocol != OtlpProtocol.Grpc ? _options.Endpoint!
+            : OtlpGrpc.ExportUri(_options.EndpointIsDefault ? new Uri("http://localhost:4317") : _options.Endpoint!);
         // No automatic decompression and no body buffering: only the status line and headers of an answer are read.
         _client = new HttpClient(new SocketsHttpHandler
         {
@@ -323,8 +326,34 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
             TimeSpan? retryAfter = null;
             try
             {
-                using HttpRequestMessage request = Request(payload);
+                using HttpRequestMessage request = Request(payload, deadline);
                 using HttpResponseMessage response = await _client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, deadline.Token).ConfigureAwait(false);
+                if (_options.Protocol == OtlpProtocol.Grpc && response.StatusCode == HttpStatusCode.OK)
+                {
+                    // gRPC answers HTTP 200 and says how the call went in grpc-status (trailers, or a trailers-only answer).
+                    (int code, string? message, TimeSpan? retryDelay) = await OtlpGrpc.StatusAsync(response, deadline.Token).ConfigureAwait(false);
+                    if (code == (int)OtlpGrpc.Code.Ok)
+                    {
+                        Succeeded();
+                        return Outcome.Sent;
+                    }
+
+                    problem = $"the collector answered gRPC status {code}{(message is null ? "" : " (" + message + ")")}";
+                    if (code == (int)OtlpGrpc.Code.ResourceExhausted && retryDelay is null)
+                    {
+                        return Outcome.TooLarge; // over the server's message size limit: split, as for a 413
+                    }
+
+                    if (!OtlpGrpc.IsRetryable(code, retryDelay is not null))
+                    {
+                        Failed(problem + " (not retryable)", null);
+                        return Outcome.Failed;
+                    }
+
+                    retryAfter = retryDelay; // RetryInfo: gRPC's Retry-After
+                    goto Wait;
+                }
+
                 if (response.IsSuccessStatusCode)
                 {
                     Succeeded();
@@ -355,6 +384,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
                 problem = "the collector is unreachable: " + ex.Message;
             }
 
+        Wait:
             // The floor: the jittered backoff. Retry-After may lengthen the wait, never shorten it.
             TimeSpan delay = Jitter(backoff);
             if (retryAfter > delay)
@@ -405,23 +435,36 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
         return compressed.ToArray();
     }
 
-    private HttpRequestMessage Request(byte[] payload)
+    private HttpRequestMessage Request(byte[] payload, Deadline deadline)
     {
-        var request = new HttpRequestMessage(HttpMethod.Post, _options.Endpoint);
+        HttpRequestMessage request;
+        if (_options.Protocol == OtlpProtocol.Grpc)
+        {
+            request = OtlpGrpc.Request(_endpoint, payload, _options.Gzip, deadline.Timeout - _time.GetElapsedTime(deadline.Started));
+        }
+        else
+        {
+            request = new HttpRequestMessage(HttpMethod.Post, _endpoint) { Content = new ByteArrayContent(payload) };
+            request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/x-protobuf");
+            if (_options.Gzip)
+            {
+                request.Content.Headers.ContentEncoding.Add("gzip");
+            }
+        }
+
+        request.Headers.TryAddWithoutValidation("User-Agent", UserAgent);
         foreach ((string name, string value) in _options.Headers)
         {
             request.Headers.TryAddWithoutValidation(name, value);
         }
 
-        request.Content = new ByteArrayContent(payload);
-        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/x-protobuf");
-        if (_options.Gzip)
-        {
-            request.Content.Headers.ContentEncoding.Add("gzip");
-        }
-
         return request;
     }
+
+    /// <summary>Sent with every export, as the OpenTelemetry exporters name themselves: <c>PerCpu-OTLP-Exporter-Dotnet/0.1.0</c>.</summary>
+    internal static string UserAgent { get; } = "PerCpu-OTLP-Exporter-Dotnet/" + (typeof(OtlpExporterService).Assembly
+        .GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+        .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion.Split('+')[0] ?? "0");
 
     private TimeSpan? RetryAfter(RetryConditionHeaderValue? header)
     {
@@ -440,7 +483,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
     {
         if (_consecutiveFailures > 0)
         {
-            LogRecovered(_logger, _consecutiveFailures, _options.Endpoint!);
+            LogRecovered(_logger, _consecutiveFailures, _endpoint);
             _consecutiveFailures = 0;
         }
     }
@@ -450,7 +493,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
     {
         if (_consecutiveFailures++ == 0)
         {
-            LogFailure(_logger, _options.Endpoint!, problem, exception);
+            LogFailure(_logger, _endpoint, problem, exception);
         }
         else
         {

@@ -13,19 +13,36 @@ internal sealed class OtlpOptionsSetup(IConfiguration? configuration = null) : I
 {
     public void Configure(PerCpuOtlpExporterOptions options)
     {
+        string protocolVariable = Get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") is { Length: > 0 } ? "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL" : "OTEL_EXPORTER_OTLP_PROTOCOL";
+        string? protocol = Get(protocolVariable)?.Trim();
+        switch (protocol?.ToUpperInvariant())
+        {
+            case null or "" or "HTTP/PROTOBUF":
+                options.Protocol = OtlpProtocol.HttpProtobuf;
+                break;
+            case "GRPC":
+                options.Protocol = OtlpProtocol.Grpc;
+                break;
+            default:
+                options.ProtocolProblem = $"{protocolVariable} is '{protocol}'; PerCpu's OTLP exporter speaks 'grpc' and 'http/protobuf' (set one, or PerCpuOtlpExporterOptions.Protocol).";
+                break;
+        }
+
+        bool grpc = options.Protocol == OtlpProtocol.Grpc;
         string? metricsEndpoint = Get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
         string? endpoint = Get("OTEL_EXPORTER_OTLP_ENDPOINT");
         if (!string.IsNullOrWhiteSpace(metricsEndpoint) && Uri.TryCreate(metricsEndpoint, UriKind.Absolute, out Uri? m))
         {
             options.Endpoint = m;
         }
-        else if (!string.IsNullOrWhiteSpace(endpoint) && Uri.TryCreate(endpoint.TrimEnd('/') + "/v1/metrics", UriKind.Absolute, out Uri? e))
+        else if (!string.IsNullOrWhiteSpace(endpoint) && Uri.TryCreate(grpc ? endpoint : endpoint.TrimEnd('/') + "/v1/metrics", UriKind.Absolute, out Uri? e))
         {
-            options.Endpoint = e; // the base endpoint gets the signal path appended, as the specification says
+            options.Endpoint = e; // for HTTP the base endpoint gets the signal path appended, as the specification says
         }
         else
         {
-            options.Endpoint = new Uri("http://localhost:4318/v1/metrics");
+            options.Endpoint = new Uri(grpc ? "http://localhost:4317" : "http://localhost:4318/v1/metrics");
+            options.EndpointIsDefault = true; // a Protocol set in code still gets its own default port
         }
 
         foreach ((string key, string value) in Pairs(Get("OTEL_EXPORTER_OTLP_HEADERS")).Concat(Pairs(Get("OTEL_EXPORTER_OTLP_METRICS_HEADERS"))))
@@ -92,6 +109,15 @@ internal sealed class OtlpOptionsValidator : IValidateOptions<PerCpuOtlpExporter
     public ValidateOptionsResult Validate(string? name, PerCpuOtlpExporterOptions options)
     {
         var failures = new List<string>();
+        if (options.ProtocolProblem is { } protocolProblem)
+        {
+            failures.Add(protocolProblem);
+        }
+        else if (!Enum.IsDefined(options.Protocol))
+        {
+            failures.Add($"PerCpuOtlpExporterOptions.Protocol is {(int)options.Protocol}; use OtlpProtocol.HttpProtobuf or OtlpProtocol.Grpc.");
+        }
+
         if (options.Endpoint is not { IsAbsoluteUri: true } endpoint || (endpoint.Scheme != Uri.UriSchemeHttp && endpoint.Scheme != Uri.UriSchemeHttps))
         {
             failures.Add($"PerCpuOtlpExporterOptions.Endpoint '{options.Endpoint}' must be an absolute http or https URL such as http://localhost:4318/v1/metrics (or set OTEL_EXPORTER_OTLP_ENDPOINT).");

@@ -175,7 +175,7 @@ public sealed class PrometheusEndToEndTests
     }
 
     /// <summary>Debian's Prometheus server scraping the sample every second, on a free port, with its own data folder.</summary>
-    private sealed class PrometheusServer : IAsyncDisposable
+    internal sealed class PrometheusServer : IAsyncDisposable
     {
         private readonly Process _process;
         private readonly string _dir;
@@ -244,7 +244,7 @@ public sealed class PrometheusEndToEndTests
         }
     }
 
-    private static async Task<double> Query(HttpClient api, string promql)
+    internal static async Task<double> Query(HttpClient api, string promql)
     {
         string? body = await TryGet(api, "/api/v1/query?query=" + Uri.EscapeDataString(promql));
         if (body is null)
@@ -257,7 +257,7 @@ public sealed class PrometheusEndToEndTests
         return result.GetArrayLength() == 0 ? double.NaN : double.Parse(result[0].GetProperty("value")[1].GetString()!, CultureInfo.InvariantCulture);
     }
 
-    private static async Task<string?> TryGet(HttpClient api, string path)
+    internal static async Task<string?> TryGet(HttpClient api, string path)
     {
         try
         {

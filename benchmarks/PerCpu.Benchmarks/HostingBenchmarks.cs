@@ -13,7 +13,8 @@ namespace PerCpu.Benchmarks;
 /// <summary>
 /// The whole ASP.NET Core hosting pipeline per request, without sockets: a server that hands requests straight to the
 /// app's <see cref="IHttpApplication{TContext}"/> (the object Kestrel drives: HttpContext creation, hosting diagnostics,
-/// routing, the endpoint, context disposal). Variants: no metrics; PerCpu; ASP.NET Core's built-in metrics collected
+/// routing, the endpoint, context disposal), holding each request's features in typed slots and reusing them and the
+/// hosting context from one request to the next, as Kestrel does on a keep-alive connection. Variants: no metrics; PerCpu; ASP.NET Core's built-in metrics collected
 /// by the OpenTelemetry SDK with its Prometheus exporter; prometheus-net's <c>UseHttpMetrics</c>. PerCpu runs twice:
 /// with its default meters (it then also aggregates ASP.NET Core's routing and Kestrel instruments, as the
 /// OpenTelemetry variant does) and with the request metrics alone. One request on one
@@ -26,7 +27,12 @@ public class HostingBenchmarks
     private WebApplication _app = null!;
     private DirectServer _server = null!;
 
-    [Params("none", "percpu", "percpu-http-only", "otel-prometheus", "prometheus-net")]
+    /// <summary>The variants: all by default; <c>PERCPU_HOSTING_VARIANTS=none,percpu</c> picks some (a shorter run).</summary>
+    public static IEnumerable<string> Variants =>
+        Environment.GetEnvironmentVariable("PERCPU_HOSTING_VARIANTS")?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+        ?? ["none", "percpu", "percpu-http-only", "otel-prometheus", "prometheus-net"];
+
+    [ParamsSource(nameof(Variants))]
     public string Variant { get; set; } = "none";
 
     [GlobalSetup]
@@ -44,6 +50,13 @@ public class HostingBenchmarks
             case "percpu-http-only":
                 builder.Services.AddPerCpuMetrics(o => o.Meters.Clear()); // the request metrics alone
                 break;
+            case "percpu-http-only-no-tags-feature":
+                builder.Services.AddPerCpuMetrics(o =>
+                {
+                    o.Meters.Clear();
+                    o.ProvideMetricsTagsFeature = false; // what providing IHttpMetricsTagsFeature costs
+                });
+                break;
             case "otel-prometheus":
                 builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddAspNetCoreInstrumentation().AddPrometheusExporter());
                 break;
@@ -52,7 +65,7 @@ public class HostingBenchmarks
         _app = builder.Build();
         switch (Variant)
         {
-            case "percpu" or "percpu-http-only":
+            case "percpu" or "percpu-http-only" or "percpu-http-only-no-tags-feature":
                 _app.UsePerCpuMetrics();
                 _app.MapPerCpuMetrics();
                 break;
@@ -82,7 +95,7 @@ public class HostingBenchmarks
 
         string? expected = Variant switch
         {
-            "percpu" or "percpu-http-only" => "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/items/{id:int}\"",
+            "percpu" or "percpu-http-only" or "percpu-http-only-no-tags-feature" => "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/items/{id:int}\"",
             "otel-prometheus" => "http_server_request_duration_seconds_count{",
             "prometheus-net" => "http_requests_received_total{code=\"200\",method=\"GET\"",
             _ => null,
@@ -96,12 +109,8 @@ public class HostingBenchmarks
 
     private string Scrape()
     {
-        var features = new FeatureCollection();
         var body = new MemoryStream();
-        features.Set<IHttpRequestFeature>(new HttpRequestFeature { Method = "GET", Path = "/metrics", Scheme = "http", Protocol = "HTTP/1.1" });
-        features.Set<IHttpResponseFeature>(new HttpResponseFeature());
-        features.Set<IHttpResponseBodyFeature>(new StreamResponseBodyFeature(body));
-        _server.Process(features).GetAwaiter().GetResult();
+        _server.Send("GET", "/metrics", body);
         return System.Text.Encoding.UTF8.GetString(body.ToArray());
     }
 
@@ -124,31 +133,26 @@ public class HostingBenchmarks
         });
     }
 
-    private int Send()
-    {
-        var features = new FeatureCollection();
-        var request = new HttpRequestFeature { Method = "GET", Path = "/items/42", Scheme = "http", Protocol = "HTTP/1.1" };
-        var response = new HttpResponseFeature();
-        features.Set<IHttpRequestFeature>(request);
-        features.Set<IHttpResponseFeature>(response);
-        features.Set<IHttpResponseBodyFeature>(new StreamResponseBodyFeature(Stream.Null));
-        _server.Process(features).GetAwaiter().GetResult();
-        return response.StatusCode;
-    }
+    private int Send() => _server.Send("GET", "/items/42", null);
 
-    /// <summary>An <see cref="IServer"/> with no transport: requests are feature collections handed to the application.</summary>
+    /// <summary>
+    /// An <see cref="IServer"/> with no transport that hands requests to the application as Kestrel does on a keep-alive
+    /// connection: one connection per thread, whose features (typed slots, <see cref="ServerFeatures{TContext}"/>) and
+    /// hosting context are reset and reused for each request.
+    /// </summary>
     private sealed class DirectServer : IServer
     {
-        private Func<IFeatureCollection, Task>? _process;
+        private Func<string, string, Stream?, int>? _send;
 
         public IFeatureCollection Features { get; } = new FeatureCollection();
 
-        public Task Process(IFeatureCollection features) => _process!(features);
+        /// <summary>One request, run to completion on this thread's connection; returns the status code.</summary>
+        public int Send(string method, string path, Stream? body) => _send!(method, path, body);
 
         public Task StartAsync<TContext>(IHttpApplication<TContext> application, CancellationToken cancellationToken)
             where TContext : notnull
         {
-            _process = features => Run(application, features);
+            _send = (method, path, body) => Connection<TContext>.Current.Send(application, method, path, body);
             return Task.CompletedTask;
         }
 
@@ -157,37 +161,40 @@ public class HostingBenchmarks
         public void Dispose()
         {
         }
+    }
 
-        private static Task Run<TContext>(IHttpApplication<TContext> application, IFeatureCollection features)
-            where TContext : notnull
+    /// <summary>A keep-alive connection: its features and response body are reused from one request to the next.</summary>
+    private sealed class Connection<TContext>
+        where TContext : notnull
+    {
+        [ThreadStatic]
+        private static Connection<TContext>? t_current;
+
+        private readonly ServerFeatures<TContext> _features = new();
+        private readonly HttpRequestFeature _request = new();
+        private readonly HttpResponseFeature _response = new();
+        private readonly StreamResponseBodyFeature _nullBody = new(Stream.Null);
+
+        public static Connection<TContext> Current => t_current ??= new Connection<TContext>();
+
+        public int Send(IHttpApplication<TContext> application, string method, string path, Stream? body)
         {
-            TContext context = application.CreateContext(features);
-            Task task;
+            _features.Reset();
+            _request.Method = method;
+            _request.Path = path;
+            _request.Scheme = "http";
+            _request.Protocol = "HTTP/1.1";
+            _request.Headers.Clear();
+            _response.StatusCode = 200;
+            _response.ReasonPhrase = null;
+            _response.Headers.Clear();
+            _features.Set<IHttpRequestFeature>(_request);
+            _features.Set<IHttpResponseFeature>(_response);
+            _features.Set<IHttpResponseBodyFeature>(body is null ? _nullBody : new StreamResponseBodyFeature(body));
+            TContext context = application.CreateContext(_features);
             try
             {
-                task = application.ProcessRequestAsync(context);
-            }
-            catch (Exception ex)
-            {
-                application.DisposeContext(context, ex);
-                throw;
-            }
-
-            if (task.IsCompletedSuccessfully)
-            {
-                application.DisposeContext(context, null);
-                return Task.CompletedTask;
-            }
-
-            return Awaited(application, context, task);
-        }
-
-        private static async Task Awaited<TContext>(IHttpApplication<TContext> application, TContext context, Task task)
-            where TContext : notnull
-        {
-            try
-            {
-                await task.ConfigureAwait(false);
+                application.ProcessRequestAsync(context).GetAwaiter().GetResult();
             }
             catch (Exception ex)
             {
@@ -196,6 +203,7 @@ public class HostingBenchmarks
             }
 
             application.DisposeContext(context, null);
+            return _response.StatusCode;
         }
     }
 }

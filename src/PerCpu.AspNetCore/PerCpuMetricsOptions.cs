@@ -105,6 +105,16 @@ public sealed class PerCpuMetricsOptions
         "Microsoft.AspNetCore.MemoryPool",
     ];
 
+    /// <summary>
+    /// Whether PerCpu gives each request an <see cref="Microsoft.AspNetCore.Http.Features.IHttpMetricsTagsFeature"/> when
+    /// ASP.NET Core's hosting layer has not (it does only while something listens to its own meter), so that the app's
+    /// custom request tags (and <c>MetricsDisabled</c>) reach PerCpu's request metric. Default true. Setting a feature
+    /// makes the request's cached feature lookups start again, which costs tens of nanoseconds per request (see
+    /// benchmarks/README.md); an app that adds no tags can turn this off. Tags still count whenever the hosting layer
+    /// provides the feature.
+    /// </summary>
+    public bool ProvideMetricsTagsFeature { get; set; } = true;
+
     /// <summary>Whether the scrape endpoint mapped by <c>MapPerCpuMetrics</c> is left out of the request metrics. Default true.</summary>
     public bool ExcludeScrapeEndpoint { get; set; } = true;
 

@@ -106,6 +106,18 @@ public sealed class CustomTagsTests
     }
 
     [Fact]
+    public async Task ProvideMetricsTagsFeatureOff_NoFeatureWithoutAHostingListener_TagsCountWithOne()
+    {
+        await using TestApp app = await TestApp.StartAsync(o => o.ProvideMetricsTagsFeature = false, routes: a =>
+            a.MapGet("/feature", (HttpContext c) => c.Features.Get<IHttpMetricsTagsFeature>() is null ? "none" : "present"));
+        Assert.Equal("none", await app.Client.GetStringAsync("/feature", Ct)); // PerCpu set none
+
+        // With a listener on the hosting meter, the hosting layer's own feature carries the tags to PerCpu.
+        using var hosting = new MetricCollector<double>(app.App.Services.GetRequiredService<IMeterFactory>(), "Microsoft.AspNetCore.Hosting", "http.server.request.duration");
+        Assert.Equal("present", await app.Client.GetStringAsync("/feature", Ct));
+    }
+
+    [Fact]
     public async Task ATagWhoseToStringThrows_RequestRecordedWithoutIt_FailureCounted()
     {
         await using TestApp app = await TestApp.StartAsync(routes: TenantRoutes);

@@ -49,6 +49,7 @@ internal sealed class HttpMetricsStore : PerCpu.Families.ISeriesBudget
         Layout = new HistogramLayout(o.HistogramScale, o.HistogramMinExponent, o.HistogramMaxExponent, o.DurationBoundaries);
         _maxSeries = o.MaxSeriesPerMetric;
         Exemplars = o.Exemplars;
+        ProvideTagsFeature = o.ProvideMetricsTagsFeature;
         _errorNames[0] = null;
         OverflowSeries = new RequestSeries(0, "", 0, Labels.StatusOther, 0, 0, null, isOverflow: true, Layout);
         UnmatchedRoute = string.IsNullOrEmpty(o.UnmatchedRoute) ? null : o.UnmatchedRoute;
@@ -72,6 +73,9 @@ internal sealed class HttpMetricsStore : PerCpu.Families.ISeriesBudget
     public HttpMetricsProducer Producer { get; }
 
     public PerCpuMetricsOptions Options { get; }
+
+    /// <summary><see cref="PerCpuMetricsOptions.ProvideMetricsTagsFeature"/>.</summary>
+    public bool ProvideTagsFeature { get; }
 
     /// <summary>Whether requests under a sampled activity leave exemplars (<see cref="PerCpuMetricsOptions.Exemplars"/>).</summary>
     public bool Exemplars { get; }

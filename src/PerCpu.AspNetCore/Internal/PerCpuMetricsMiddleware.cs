@@ -55,7 +55,7 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
             features.Set(ActiveRequestMark.Counted);
         }
 
-        if (features.Get<IHttpMetricsTagsFeature>() is null)
+        if (store.ProvideTagsFeature && features.Get<IHttpMetricsTagsFeature>() is null)
         {
             // ASP.NET Core's hosting layer sets this feature only while something listens to its own meter; the app's
             // custom tags (and MetricsDisabled) go through it either way. Lent from a per-thread pool, taken back once

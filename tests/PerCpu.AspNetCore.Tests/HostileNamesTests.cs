@@ -111,7 +111,7 @@ public sealed class HostileNamesTests
     internal static JsonElement DecodeValidProtobuf(IMetricsProducer producer)
     {
         var buffer = new ArrayBufferWriter<byte>();
-        var protobuf = new PrometheusProtobufWriter(buffer);
+        using var protobuf = new PrometheusProtobufWriter(buffer);
         producer.Collect(protobuf);
         protobuf.Finish();
         JsonElement families = OtlpReceiver.RunDecoder("prom-decode.js", "protobufjs", buffer.WrittenSpan.ToArray(), "protobufjs with Prometheus's metrics.proto field numbers");

@@ -110,7 +110,7 @@ internal static class Exposition
             return Write(output, store, registry, format == ScrapeFormat.OpenMetrics);
         }
 
-        var writer = new PrometheusProtobufWriter(output, store.Options.NativeHistogramScale);
+        using var writer = new PrometheusProtobufWriter(output, store.Options.NativeHistogramScale);
         store.Producer.Collect(writer);
         registry?.Collect(writer);
         writer.Finish();

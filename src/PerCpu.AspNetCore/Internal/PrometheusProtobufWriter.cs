@@ -12,9 +12,11 @@ namespace PerCpu.AspNetCore.Internal;
 /// threshold 2^MinExponent holding zeros and the underflow bucket, positive spans and bucket deltas), so classic and
 /// native queries both work. Field numbers are those of Prometheus's <c>io/prometheus/client/metrics.proto</c>
 /// (prometheus/client_model), written by hand with the OTLP encoder's protobuf writer. Each classic bucket carries its
-/// latest exemplar (Bucket.exemplar), with the trace and span ids as in OpenMetrics.
+/// latest exemplar (Bucket.exemplar), with the trace and span ids as in OpenMetrics. Series are streamed into one
+/// reused, pooled family buffer (lengths patched in place), so a counter or gauge series costs no allocation; a
+/// histogram series costs its snapshot.
 /// </summary>
-internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? nativeScale = null) : IMetricsWriter
+internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? nativeScale = null) : IMetricsWriter, IDisposable
 {
     public const string ContentType = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
 
@@ -24,9 +26,15 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
     private const int Histogram = 4;
 
     private readonly HashSet<string> _written = new(StringComparer.Ordinal);
-    private MetricDescriptor? _descriptor;
+    // The family buffer: this thread's, reused from one scrape to the next (a scrape renders on one thread, start to
+    // finish), so even the largest family's buffer is not allocated again; held by one writer at a time.
+    [ThreadStatic]
+    private static ProtobufWriter? t_family;
+
+    private ProtobufWriter? _family = TakeFamilyBuffer();
+    private int _familyStart = -1;
     private PrometheusNames? _names;
-    private List<Action<ProtobufWriter>> _metrics = [];
+    private int _type;
     private long _invalid;
     private long _conflicts;
 
@@ -45,8 +53,9 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
             return;
         }
 
-        _descriptor = descriptor;
         _names = names;
+        _type = TypeOf(names);
+        Begin(names.TextFamilyName, descriptor.Description ?? descriptor.Name, _type, names.Unit);
     }
 
     public void WritePoint(MetricLabels labels, double value)
@@ -56,12 +65,11 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
             return;
         }
 
-        int type = TypeOf(_names);
-        _metrics.Add(m =>
-        {
-            Labels(m, labels, histogram: false);
-            m.Message(type == Counter ? 3 : 2, value, static (v, x) => v.Double(1, x)); // Counter/Gauge { double value = 1 }
-        });
+        ProtobufWriter m = _family!;
+        int metric = m.BeginMessage(4);
+        Labels(m, labels, histogram: false);
+        m.Message(_type == Counter ? 3 : 2, value, static (v, x) => v.Double(1, x)); // Counter/Gauge { double value = 1 }
+        m.EndLength(metric);
     }
 
     public void WritePoint(MetricLabels labels, long value) => WritePoint(labels, (double)value);
@@ -80,32 +88,66 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
             s = s.Downscale(scale); // classic buckets, count and sum are unchanged by it
         }
 
-        _metrics.Add(m =>
-        {
-            Labels(m, labels, histogram: true);
-            m.Message(7, s, static (h, s) => Native(h, s));
-        });
+        ProtobufWriter m = _family!;
+        int metric = m.BeginMessage(4);
+        Labels(m, labels, histogram: true);
+        m.Message(7, s, static (h, s) => Native(h, s));
+        m.EndLength(metric);
     }
 
     public void AddInvalid(long count) => _invalid += count;
 
-    /// <summary>Writes the last family and PerCpu's invalid-values total.</summary>
+    /// <summary>Writes the last family and PerCpu's invalid-values total, then gives the family buffer back.</summary>
     public void Finish()
     {
         Flush();
         if (_written.Add("percpu_invalid_values"))
         {
-            long invalid = _invalid;
-            _names = null;
-            WriteFamily("percpu_invalid_values_total", "Invalid values counted and left out of the metrics.", Counter, null, [m => m.Message(3, (double)invalid, static (v, x) => v.Double(1, x))]);
+            Total("percpu_invalid_values_total", "Invalid values counted and left out of the metrics.", _invalid);
         }
 
         if (_written.Add("percpu_metric_name_conflicts"))
         {
-            long conflicts = _conflicts;
-            _names = null;
-            WriteFamily("percpu_metric_name_conflicts_total", "Families left out of this scrape because another family already has their Prometheus name.", Counter, null, [m => m.Message(3, (double)conflicts, static (v, x) => v.Double(1, x))]);
+            Total("percpu_metric_name_conflicts_total", "Families left out of this scrape because another family already has their Prometheus name.", _conflicts);
         }
+
+        Dispose();
+    }
+
+    /// <summary>Gives the family buffer back to this thread (also for a scrape that failed before <see cref="Finish"/>).</summary>
+    public void Dispose()
+    {
+        if (_family is { } family)
+        {
+            _family = null;
+            if (t_family is null)
+            {
+                t_family = family;
+            }
+            else
+            {
+                family.Dispose();
+            }
+        }
+    }
+
+    private static ProtobufWriter TakeFamilyBuffer()
+    {
+        ProtobufWriter? family = t_family;
+        t_family = null;
+        return family ?? new ProtobufWriter(64 * 1024);
+    }
+
+    /// <summary>One of PerCpu's own counters, as a family of one unlabelled point.</summary>
+    private void Total(string name, string help, long value)
+    {
+        _names = null;
+        Begin(name, help, Counter, null);
+        ProtobufWriter m = _family!;
+        int metric = m.BeginMessage(4);
+        m.Message(3, (double)value, static (v, x) => v.Double(1, x));
+        m.EndLength(metric);
+        Flush();
     }
 
     /// <summary>The widest span of native buckets written: values far above the range lower the schema instead.</summary>
@@ -242,9 +284,10 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
     /// <summary>metrics.proto LabelPair: name 1, value 2; the pairs the text formats expose (<see cref="PrometheusNaming.ExposedLabels"/>).</summary>
     private static void Labels(ProtobufWriter m, MetricLabels labels, bool histogram)
     {
-        foreach (KeyValuePair<string, string> pair in PrometheusNaming.ExposedLabels(labels, histogram))
+        IReadOnlyList<KeyValuePair<string, string>> pairs = PrometheusNaming.ExposedLabels(labels, histogram);
+        for (int i = 0; i < pairs.Count; i++) // by index: no enumerator per series
         {
-            m.Message(1, pair, static (l, x) =>
+            m.Message(1, pairs[i], static (l, x) =>
             {
                 l.String(1, x.Key);
                 l.String(2, x.Value);
@@ -252,47 +295,31 @@ internal sealed class PrometheusProtobufWriter(IBufferWriter<byte> output, int? 
         }
     }
 
-    private void Flush()
+    /// <summary>Starts a MetricFamily (name 1, help 2, type 3, unit 5; metrics 4 follow), length-delimited, in the family buffer.</summary>
+    private void Begin(string name, string help, int type, string? unit)
     {
-        if (_names is not null && _descriptor is not null)
-        {
-            WriteFamily(_names.TextFamilyName, _descriptor.Description ?? _descriptor.Name, TypeOf(_names), _names.Unit, _metrics);
-        }
-
-        _names = null;
-        _descriptor = null;
-        _metrics = [];
-    }
-
-    /// <summary>metrics.proto MetricFamily: name 1, help 2, type 3, metric 4, unit 5; written length-delimited.</summary>
-    private void WriteFamily(string name, string help, int type, string? unit, List<Action<ProtobufWriter>> metrics)
-    {
-        var family = new ProtobufWriter();
+        ProtobufWriter family = _family!;
+        family.Reset();
+        _familyStart = family.BeginLength();
         family.String(1, name);
         family.String(2, help);
         family.Varint(3, (ulong)type);
-        foreach (Action<ProtobufWriter> metric in metrics)
-        {
-            family.Message(4, metric, static (m, write) => write(m));
-        }
-
         if (unit is not null)
         {
             family.String(5, unit);
         }
+    }
 
-        ReadOnlySpan<byte> bytes = family.WrittenSpan;
-        Span<byte> prefix = stackalloc byte[10];
-        int n = 0;
-        ulong length = (ulong)bytes.Length;
-        while (length >= 0x80)
+    /// <summary>Closes the family being written, if any, and copies it to the output.</summary>
+    private void Flush()
+    {
+        if (_familyStart >= 0 && _family is { } family)
         {
-            prefix[n++] = (byte)(length | 0x80);
-            length >>= 7;
+            family.EndLength(_familyStart);
+            output.Write(family.WrittenSpan);
         }
 
-        prefix[n++] = (byte)length;
-        output.Write(prefix[..n]);
-        output.Write(bytes);
+        _familyStart = -1;
+        _names = null;
     }
 }

@@ -107,11 +107,13 @@ internal sealed class RequestSeries
             yield break;
         }
 
-        foreach ((MetricLabels labels, RequestSeries series) in table.Snapshot())
+        // Indexes, not the table's walk (a ref struct cannot live across yield): each step reads the published prefix.
+        for (int i = 0; ; i++)
         {
-            if (table.IsOverflow(series))
+            (MetricLabels Labels, RequestSeries Series)? at = table.At(i);
+            if (at is not (MetricLabels labels, RequestSeries series))
             {
-                continue; // never written: past the cap, requests go to the store's overflow series
+                yield break;
             }
 
             series.CustomTags ??= labels;

@@ -36,7 +36,7 @@ internal static class OtlpMetricsEncoder
 
     public static byte[] Encode(OtlpBatch batch, IReadOnlyDictionary<string, string> resource, bool exponential)
     {
-        var request = new ProtobufWriter();
+        using var request = new ProtobufWriter();
         request.Message(1, (batch, resource, exponential), static (rm, s) =>
         {
             rm.Message(1, s.resource, static (r, attributes) =>

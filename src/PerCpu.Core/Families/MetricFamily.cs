@@ -55,7 +55,7 @@ public abstract class MetricFamily<TChild> : MetricFamily
     where TChild : class
 {
     private readonly ConcurrentDictionary<LabelKey, (MetricLabels Labels, TChild Child)> _children = new();
-    private readonly List<(MetricLabels Labels, TChild Child)> _ordered = [];
+    private readonly AppendOnlyList<(MetricLabels Labels, TChild Child)> _ordered = new();
     private readonly Lock _lock = new();
     private TChild? _overflow;
     private long _overflowRequests;
@@ -119,7 +119,12 @@ public abstract class MetricFamily<TChild> : MetricFamily
             if (_children.Count >= MaxSeries)
             {
                 Interlocked.Increment(ref _overflowRequests);
-                return _overflow ??= CreateChild();
+                if (_overflow is null)
+                {
+                    Volatile.Write(ref _overflow, CreateChild());
+                }
+
+                return _overflow!;
             }
 
             if (cut)
@@ -138,16 +143,11 @@ public abstract class MetricFamily<TChild> : MetricFamily
     public override void Collect(IMetricsWriter writer)
     {
         ArgumentNullException.ThrowIfNull(writer);
-        (MetricLabels Labels, TChild Child)[] children;
-        TChild? overflow;
-        lock (_lock)
-        {
-            children = [.. _ordered];
-            overflow = _overflow;
-        }
 
+        // In place, without the lock: every child created before the walk started is in it, and nothing is copied.
+        TChild? overflow = Volatile.Read(ref _overflow);
         writer.BeginFamily(Descriptor);
-        foreach ((MetricLabels labels, TChild child) in children)
+        foreach ((MetricLabels labels, TChild child) in _ordered.Items)
         {
             Write(writer, labels, child);
         }

@@ -490,9 +490,12 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
             writer.BeginFamily(Descriptor);
             if (doubles is null)
             {
-                foreach ((MetricLabels labels, PerCpuUpDownCounter c) in longs?.Series.Snapshot() ?? [])
+                if (longs is not null)
                 {
-                    writer.WritePoint(labels, longs!.Read(c));
+                    foreach ((MetricLabels labels, PerCpuUpDownCounter c) in longs.Series.All())
+                    {
+                        writer.WritePoint(labels, longs.Read(c));
+                    }
                 }
 
                 return;
@@ -500,7 +503,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
             if (longs is null)
             {
-                foreach ((MetricLabels labels, PerCpuDouble c) in doubles.Series.Snapshot())
+                foreach ((MetricLabels labels, PerCpuDouble c) in doubles.Series.All())
                 {
                     writer.WritePoint(labels, c.Sum());
                 }
@@ -510,12 +513,12 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
             // Both kinds (rare): join the two tables' series by their exposed labels.
             var fractions = new Dictionary<string, (MetricLabels Labels, double Value)>(StringComparer.Ordinal);
-            foreach ((MetricLabels labels, PerCpuDouble c) in doubles.Series.Snapshot())
+            foreach ((MetricLabels labels, PerCpuDouble c) in doubles.Series.All())
             {
                 fractions[Key(labels)] = (labels, c.Sum());
             }
 
-            foreach ((MetricLabels labels, PerCpuUpDownCounter c) in longs.Series.Snapshot())
+            foreach ((MetricLabels labels, PerCpuUpDownCounter c) in longs.Series.All())
             {
                 string key = Key(labels);
                 double fraction = fractions.Remove(key, out (MetricLabels Labels, double Value) f) ? f.Value : 0;
@@ -585,7 +588,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         public override void Write(IMetricsWriter writer)
         {
             writer.BeginFamily(Descriptor);
-            foreach ((MetricLabels labels, PerCpuHistogram h) in _series.Snapshot())
+            foreach ((MetricLabels labels, PerCpuHistogram h) in _series.All())
             {
                 writer.WriteHistogram(labels, h);
             }
@@ -603,7 +606,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         public override void Write(IMetricsWriter writer)
         {
             writer.BeginFamily(Descriptor);
-            foreach ((MetricLabels labels, MetricGauge g) in _series.Snapshot())
+            foreach ((MetricLabels labels, MetricGauge g) in _series.All())
             {
                 writer.WritePoint(labels, g.Value);
             }
@@ -673,7 +676,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
 
             lock (_published)
             {
-                foreach ((MetricLabels _, Observed o) in _series.Snapshot())
+                foreach ((MetricLabels _, Observed o) in _series.All())
                 {
                     o.Publish(_runGeneration);
                 }
@@ -702,7 +705,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
             writer.BeginFamily(Descriptor);
             lock (_published)
             {
-                foreach ((MetricLabels labels, Observed o) in _series.Snapshot())
+                foreach ((MetricLabels labels, Observed o) in _series.All())
                 {
                     if (_doneGeneration == 0 || o.DoneGeneration != _doneGeneration)
                     {

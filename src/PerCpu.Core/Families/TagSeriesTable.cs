@@ -15,7 +15,7 @@ namespace PerCpu.Families;
 /// its series through the entry its CPU slot found last, by reference comparisons alone. Otherwise the tag set is
 /// hashed (every character of every key and value, seeded per process, order-independent), the chain probed, and each
 /// candidate compared tag by tag.</para>
-/// <para><b>Reads while writers run</b>: <see cref="Snapshot"/> returns every series created before it was called; a
+/// <para><b>Reads while writers run</b>: <see cref="All"/> walks every series created before it was called; a
 /// series created meanwhile may or may not be in it. Series are never removed.</para>
 /// </remarks>
 /// <param name="max">The most series; past it, new tag sets share the overflow series.</param>
@@ -32,7 +32,7 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int
     private const int RecentWays = 16;
 
     private readonly Lock _lock = new();
-    private readonly List<Entry> _ordered = [];
+    private readonly AppendOnlyList<Entry> _ordered = new();
     private Entry?[] _entries = new Entry?[16];
 
     // Per CPU slot, the entries found recently by reference comparison alone, in RecentWays places chosen by the
@@ -118,24 +118,47 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int
         return Miss(hash, tags);
     }
 
-    /// <summary>The series in creation order, then the overflow series if any.</summary>
+    /// <summary>
+    /// The series in creation order, then the overflow series if any, walked in place: no lock, nothing allocated, so
+    /// a scrape costs no memory per series. Every series created before the walk started is in it.
+    /// </summary>
+    public Walk All() => new(this);
+
+    /// <summary>The <paramref name="index"/>-th series created (the overflow series left out), or null past the last.</summary>
+    public (MetricLabels Labels, TSeries Series)? At(int index)
+    {
+        ReadOnlySpan<Entry> entries = _ordered.Items;
+        return (uint)index < (uint)entries.Length ? (entries[index].Labels, entries[index].Series) : null;
+    }
+
+    /// <summary>The same as an array (tests).</summary>
     public (MetricLabels Labels, TSeries Series)[] Snapshot()
     {
-        lock (_lock)
+        var result = new List<(MetricLabels, TSeries)>();
+        foreach ((MetricLabels labels, TSeries series) in All())
         {
-            var result = new (MetricLabels, TSeries)[_ordered.Count + (_overflow is null ? 0 : 1)];
-            for (int i = 0; i < _ordered.Count; i++)
-            {
-                result[i] = (_ordered[i].Labels, _ordered[i].Series);
-            }
-
-            if (_overflow is not null)
-            {
-                result[^1] = (MetricLabels.Overflow, _overflow);
-            }
-
-            return result;
+            result.Add((labels, series));
         }
+
+        return [.. result];
+    }
+
+    /// <summary>See <see cref="All"/>.</summary>
+    public readonly ref struct Walk(TagSeriesTable<TSeries> table)
+    {
+        public Enumerator GetEnumerator() => new(table._ordered.Items, Volatile.Read(ref table._overflow));
+    }
+
+    /// <summary>The walk's position.</summary>
+    public ref struct Enumerator(ReadOnlySpan<Entry> entries, TSeries? overflow)
+    {
+        private readonly ReadOnlySpan<Entry> _entries = entries;
+        private int _index = -1;
+
+        public readonly (MetricLabels Labels, TSeries Series) Current =>
+            _index < _entries.Length ? (_entries[_index].Labels, _entries[_index].Series) : (MetricLabels.Overflow, overflow!);
+
+        public bool MoveNext() => ++_index < _entries.Length || (_index == _entries.Length && overflow is not null);
     }
 
     /// <summary>The longest distance of an entry from its home slot (diagnostics, tests): how far a lookup probes at worst.</summary>
@@ -382,7 +405,7 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int
             if ((_ordered.Count + 1) * 2 > entries.Length)
             {
                 var grown = new Entry?[entries.Length * 2];
-                foreach (Entry old in _ordered)
+                foreach (Entry old in _ordered.Items)
                 {
                     if (old.Keys.Length == 0)
                     {
@@ -421,7 +444,8 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int
             [.. order.Select(i => raw[i] is bool or int or long or short or byte or double or float ? raw[i]! : rendered[i])]);
     }
 
-    private sealed class Entry(int hash, string[] keys, object?[] raw, string[] rendered, MetricLabels labels, TSeries series)
+    /// <summary>A series and its tag set as stored.</summary>
+    internal sealed class Entry(int hash, string[] keys, object?[] raw, string[] rendered, MetricLabels labels, TSeries series)
     {
         public readonly int Hash = hash;
         public readonly string[] Keys = keys;

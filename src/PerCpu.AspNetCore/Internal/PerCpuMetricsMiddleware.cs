@@ -8,14 +8,17 @@ namespace PerCpu.AspNetCore.Internal;
 
 /// <summary>
 /// Records every request once: <c>http.server.active_requests</c> while it runs, then its duration in the series of its
-/// route, method, status, scheme and protocol (plus <c>error.type</c> when an exception escapes), the way ASP.NET Core's
-/// own <c>http.server.request.duration</c> counts it.
+/// route, method, status, scheme and protocol (plus <c>error.type</c>: an escaped exception's type, or the status code of
+/// a 5xx without one; <c>aspnetcore.request.is_unhandled</c>; and the app's custom request tags), the way ASP.NET
+/// Core's own <c>http.server.request.duration</c> with OpenTelemetry's instrumentation reports it.
 /// </summary>
 /// <remarks>
 /// <para>
 /// Per request: two timestamps, two up-down counter adds, one endpoint-feature read and one lookup of the endpoint's
-/// handles by reference, three feature reads (<see cref="IHttpMetricsTagsFeature.MetricsDisabled"/> and the two
-/// re-execution features), one probe of an integer-keyed table, one histogram record and one route counter add; every
+/// handles by reference, four feature reads (the tags feature twice, the two re-execution features) and, unless the
+/// hosting layer set one or <see cref="PerCpuMetricsOptions.ProvideMetricsTagsFeature"/> is off, one feature set of a
+/// pooled <see cref="RequestTagsFeature"/>; one probe of an integer-keyed table (a request with custom tags also probes
+/// its series' tag table), one histogram record and one route counter add; every
 /// write is to the current CPU's cache line. No lock, no string work, nothing allocated when the rest of the pipeline
 /// completes synchronously (when it completes asynchronously, the async state machine of <see cref="Awaited"/> is the
 /// one allocation: it is how a middleware observes a <see cref="Task"/>). The middleware never throws: a failure of its

@@ -38,6 +38,8 @@ public sealed class AppendOnlyListTests
                 Interlocked.Increment(ref walks);
             }
         }))];
+        // The readers walk before the writers start (the thread pool may start them late), so every run overlaps.
+        SpinWait.SpinUntil(() => Interlocked.Read(ref walks) >= readers.Length, TimeSpan.FromSeconds(30));
         Parallel.For(0, Writers, new ParallelOptions { MaxDegreeOfParallelism = Writers }, _ =>
         {
             for (int i = 0; i < PerWriter; i++)

@@ -39,7 +39,6 @@ internal sealed class RequestSeries
         Protocol = parent.Protocol;
         ErrorType = parent.ErrorType;
         Unhandled = parent.Unhandled;
-        Parent = parent;
         Duration = new PerCpuHistogram(layout);
     }
 
@@ -65,9 +64,6 @@ internal sealed class RequestSeries
 
     /// <summary>A request no one handled: <c>aspnetcore.request.is_unhandled="true"</c>.</summary>
     public bool Unhandled { get; }
-
-    /// <summary>The series without custom tags this one adds its tags to; null for such a series itself.</summary>
-    public RequestSeries? Parent { get; }
 
     /// <summary>This series' custom request tags as exposed (keys sorted), for a series that has them.</summary>
     public MetricLabels? CustomTags { get; private set; }

@@ -131,18 +131,6 @@ internal sealed class TagSeriesTable<TSeries>(int max, Func<TSeries> create, int
         return (uint)index < (uint)entries.Length ? (entries[index].Labels, entries[index].Series) : null;
     }
 
-    /// <summary>The same as an array (tests).</summary>
-    public (MetricLabels Labels, TSeries Series)[] Snapshot()
-    {
-        var result = new List<(MetricLabels, TSeries)>();
-        foreach ((MetricLabels labels, TSeries series) in All())
-        {
-            result.Add((labels, series));
-        }
-
-        return [.. result];
-    }
-
     /// <summary>See <see cref="All"/>.</summary>
     public readonly ref struct Walk(TagSeriesTable<TSeries> table)
     {

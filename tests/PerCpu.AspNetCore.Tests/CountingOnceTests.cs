@@ -56,17 +56,24 @@ public sealed class CountingOnceTests
             sent++;
         }
 
-        // Clients that give up on a slow request: the server sees the abort as a cancelled request.
-        var slowStarted = 0;
-        await Parallel.ForAsync(0, 12, Ct, async (i, ct) =>
+        // Clients that give up on a slow request: the server sees the abort as a cancelled request. They give up only
+        // once the server has every one of them (a client that gave up before its request arrived sent nothing).
+        var gate = app.Services.GetRequiredService<SlowArrivals>();
+        using var giveUp = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        Task[] slow = [.. Enumerable.Range(0, 12).Select(async _ =>
         {
             using var aborting = new HttpClient { BaseAddress = client.BaseAddress };
-            using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            cts.CancelAfter(TimeSpan.FromMilliseconds(300));
-            Interlocked.Increment(ref slowStarted);
-            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => aborting.GetAsync("/slow", cts.Token));
-        });
-        sent += slowStarted;
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => aborting.GetAsync("/slow", giveUp.Token));
+        })];
+        for (var wait = Stopwatch.StartNew(); Volatile.Read(ref gate.Count) < 12 && wait.Elapsed < TimeSpan.FromSeconds(20);)
+        {
+            await Task.Delay(20, Ct);
+        }
+
+        Assert.Equal(12, gate.Count);
+        await giveUp.CancelAsync();
+        await Task.WhenAll(slow);
+        sent += 12;
 
         // Both sides record when the server finishes each request: wait until both have every one of them.
         var clock = Stopwatch.StartNew();
@@ -141,6 +148,7 @@ public sealed class CountingOnceTests
         b.WebHost.UseUrls("http://127.0.0.1:0");
         b.Logging.ClearProviders();
         b.Services.AddPerCpuMetrics();
+        b.Services.AddSingleton<SlowArrivals>();
         WebApplication app = b.Build();
 
         void Handlers()
@@ -173,8 +181,9 @@ public sealed class CountingOnceTests
         app.MapGet("/items/{id:int}", (int id) => Results.Ok(id));
         app.MapGet("/status/{code:int}", (int code) => Results.StatusCode(code));
         app.MapGet("/throw", string () => throw new InvalidOperationException("test failure"));
-        app.MapGet("/slow", async (CancellationToken ct) =>
+        app.MapGet("/slow", async (SlowArrivals arrivals, CancellationToken ct) =>
         {
+            Interlocked.Increment(ref arrivals.Count);
             await Task.Delay(TimeSpan.FromSeconds(30), ct);
             return Results.Ok();
         });
@@ -183,6 +192,12 @@ public sealed class CountingOnceTests
         app.MapPerCpuMetrics();
         await app.StartAsync();
         return app;
+    }
+
+    /// <summary>How many /slow requests reached their handler.</summary>
+    private sealed class SlowArrivals
+    {
+        public int Count;
     }
 
     private static Uri Address(WebApplication app) =>

@@ -72,6 +72,18 @@ internal sealed class GrpcReceiver : IAsyncDisposable
         Assert.True(Calls.Count >= count, $"{Calls.Count} of {count} gRPC calls arrived; receiver errors: {string.Join("\n", _errors)}");
     }
 
+    /// <summary>
+    /// The calls received once at least <paramref name="count"/> have been read from the receiver's output (at most
+    /// 30 s), and a moment longer, so that a call beyond the expected ones shows too. The receiver prints each call
+    /// before it answers, but its output is read here asynchronously, so it can trail the answer that PerCpu saw.
+    /// </summary>
+    public async Task<(DateTimeOffset At, JsonElement Call)[]> ReceivedAsync(int count)
+    {
+        await WaitForCallsAsync(count);
+        await Task.Delay(200);
+        return [.. Calls];
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (!_node.HasExited)

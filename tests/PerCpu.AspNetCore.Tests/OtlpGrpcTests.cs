@@ -50,7 +50,7 @@ public sealed class OtlpGrpcTests
         await Requests(app, 12);
         Assert.True(await app.App.Services.GetRequiredService<OtlpExporterService>().ExportAsync(Ct));
 
-        JsonElement call = Assert.Single(receiver.Calls).Call;
+        JsonElement call = Assert.Single(await receiver.ReceivedAsync(1)).Call;
         Assert.Equal(JsonValueKind.Null, call.GetProperty("invalid").ValueKind);
         Assert.Equal(12, Count(call));
         Assert.StartsWith("PerCpu-OTLP-Exporter-Dotnet/", call.GetProperty("userAgent").GetString(), StringComparison.Ordinal);
@@ -66,7 +66,7 @@ public sealed class OtlpGrpcTests
         await Requests(app, 3);
         Assert.True(await app.App.Services.GetRequiredService<OtlpExporterService>().ExportAsync(Ct));
 
-        (DateTimeOffset At, JsonElement Call)[] calls = [.. receiver.Calls];
+        (DateTimeOffset At, JsonElement Call)[] calls = await receiver.ReceivedAsync(2);
         Assert.Equal(2, calls.Length);
         Assert.True(calls[1].At - calls[0].At >= TimeSpan.FromMilliseconds(350), $"retried after {(calls[1].At - calls[0].At).TotalMilliseconds} ms, before the RetryInfo delay of 400 ms");
         Assert.Equal(3, Count(calls[1].Call));
@@ -79,7 +79,7 @@ public sealed class OtlpGrpcTests
         await using TestApp app = await StartAsync(receiver, o => o.ExportTimeout = TimeSpan.FromSeconds(20));
         await Requests(app, 2);
         Assert.True(await app.App.Services.GetRequiredService<OtlpExporterService>().ExportAsync(Ct));
-        Assert.Equal(3, receiver.Calls.Count);
+        Assert.Equal(3, (await receiver.ReceivedAsync(3)).Length);
     }
 
     [Fact]
@@ -91,10 +91,10 @@ public sealed class OtlpGrpcTests
         OtlpExporterService exporter = app.App.Services.GetRequiredService<OtlpExporterService>();
 
         Assert.False(await exporter.ExportAsync(Ct));
-        Assert.Single(receiver.Calls); // not retryable: one call
+        Assert.Single(await receiver.ReceivedAsync(1)); // not retryable: one call
         await Requests(app, 2);
         Assert.True(await exporter.ExportAsync(Ct));
-        Assert.Equal(7, Count(receiver.Calls.Last().Call)); // the undelivered delta merged into the next export
+        Assert.Equal(7, Count((await receiver.ReceivedAsync(2)).Last().Call)); // the undelivered delta merged into the next export
     }
 
     [Fact]
@@ -109,7 +109,7 @@ public sealed class OtlpGrpcTests
         }
 
         Assert.True(await app.App.Services.GetRequiredService<OtlpExporterService>().ExportAsync(Ct));
-        (DateTimeOffset At, JsonElement Call)[] calls = [.. receiver.Calls];
+        (DateTimeOffset At, JsonElement Call)[] calls = await receiver.ReceivedAsync(3);
         Assert.True(calls.Length >= 3, $"{calls.Length} calls: the refused batch was not split in two");
         Assert.Equal(8, Count(calls[0].Call));
         Assert.Equal(8, calls.Skip(1).Sum(c => Count(c.Call))); // the halves carry every request once
@@ -124,7 +124,7 @@ public sealed class OtlpGrpcTests
         var clock = Stopwatch.StartNew();
         Assert.False(await app.App.Services.GetRequiredService<OtlpExporterService>().ExportAsync(Ct));
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(15), $"the export took {clock.Elapsed} against a 1 s timeout");
-        Assert.InRange(Assert.Single(receiver.Calls).Call.GetProperty("deadlineMs").GetDouble(), -1000, 1000); // grpc-timeout said 1 s at most
+        Assert.InRange(Assert.Single(await receiver.ReceivedAsync(1)).Call.GetProperty("deadlineMs").GetDouble(), -1000, 1000); // grpc-timeout said 1 s at most
     }
 
     [Fact]

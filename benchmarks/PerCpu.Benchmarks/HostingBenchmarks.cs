@@ -133,7 +133,8 @@ public class HostingBenchmarks
         });
     }
 
-    private int Send() => _server.Send("GET", "/items/42", null);
+    /// <summary>One request to the benchmark's route; returns the status code.</summary>
+    public int Send() => _server.Send("GET", "/items/42", null);
 
     /// <summary>
     /// An <see cref="IServer"/> with no transport that hands requests to the application as Kestrel does on a keep-alive
@@ -152,7 +153,9 @@ public class HostingBenchmarks
         public Task StartAsync<TContext>(IHttpApplication<TContext> application, CancellationToken cancellationToken)
             where TContext : notnull
         {
-            _send = (method, path, body) => Connection<TContext>.Current.Send(application, method, path, body);
+            // One connection per thread and server: several apps in one process (HostingPaired) share no hosting context.
+            var connections = new ThreadLocal<Connection<TContext>>(() => new Connection<TContext>());
+            _send = (method, path, body) => connections.Value!.Send(application, method, path, body);
             return Task.CompletedTask;
         }
 
@@ -167,15 +170,10 @@ public class HostingBenchmarks
     private sealed class Connection<TContext>
         where TContext : notnull
     {
-        [ThreadStatic]
-        private static Connection<TContext>? t_current;
-
         private readonly ServerFeatures<TContext> _features = new();
         private readonly HttpRequestFeature _request = new();
         private readonly HttpResponseFeature _response = new();
         private readonly StreamResponseBodyFeature _nullBody = new(Stream.Null);
-
-        public static Connection<TContext> Current => t_current ??= new Connection<TContext>();
 
         public int Send(IHttpApplication<TContext> application, string method, string path, Stream? body)
         {

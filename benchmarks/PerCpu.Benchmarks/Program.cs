@@ -6,6 +6,7 @@ using PerCpu.Benchmarks;
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- scrapeburst [options]  50 parallel scrapes of 2000 series vs other requests' p99
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- scrapesoak [options]   30 slow readers + 200 scrapes of an 8.5 MB scrape: server RSS
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- scrapealloc [options]  bytes allocated per scrape of 1k-100k Meter API series, per format
+// dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- hostingpaired [options] hosting-pipeline variants side by side in one process, paired per round
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- plots                   docs/*.svg from benchmarks/results/*.csv
 // dotnet run -c Release --project benchmarks/PerCpu.Benchmarks -- [BenchmarkDotNet args]   single-thread costs
 if (args.Length > 0 && args[0] == "contention")
@@ -31,6 +32,11 @@ if (args.Length > 0 && args[0] == "scrapesoak")
 if (args.Length > 0 && args[0] == "scrapealloc")
 {
     return ScrapeAllocation.Run(args[1..]);
+}
+
+if (args.Length > 0 && args[0] == "hostingpaired")
+{
+    return HostingPaired.Run(args[1..]);
 }
 
 if (args.Length > 0 && args[0] == "plots")

@@ -38,7 +38,7 @@ internal sealed class ServerFeatures<TContext> : IFeatureCollection, IHostContex
     {
         get
         {
-            int i = Array.IndexOf(s_slotTypes, key);
+            int i = SlotOf(key);
             if (i >= 0)
             {
                 return _slots[i];
@@ -58,7 +58,7 @@ internal sealed class ServerFeatures<TContext> : IFeatureCollection, IHostContex
         set
         {
             _revision++;
-            int i = Array.IndexOf(s_slotTypes, key);
+            int i = SlotOf(key);
             if (i >= 0)
             {
                 _slots[i] = value;
@@ -102,6 +102,24 @@ internal sealed class ServerFeatures<TContext> : IFeatureCollection, IHostContex
         {
             this[typeof(TFeature)] = instance;
         }
+    }
+
+    /// <summary>
+    /// The slot of a feature type: reference compares, as Kestrel's generated <c>if (key == typeof(...))</c> chain makes
+    /// them (<c>Array.IndexOf</c> would call <c>Type.Equals</c> through a comparer for each slot, which no server pays).
+    /// </summary>
+    private static int SlotOf(Type key)
+    {
+        Type[] types = s_slotTypes;
+        for (int i = 0; i < types.Length; i++)
+        {
+            if (ReferenceEquals(types[i], key))
+            {
+                return i;
+            }
+        }
+
+        return -1;
     }
 
     /// <summary>The next request on this connection: every feature gone (the server sets its own again), as Kestrel resets its fields.</summary>

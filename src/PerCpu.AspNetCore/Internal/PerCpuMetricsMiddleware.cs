@@ -14,8 +14,9 @@ namespace PerCpu.AspNetCore.Internal;
 /// </summary>
 /// <remarks>
 /// <para>
-/// Per request: two timestamps, two up-down counter adds, one endpoint-feature read and one lookup of the endpoint's
-/// handles by reference, four feature reads (the tags feature twice, the two re-execution features) and, unless the
+/// Per request: two timestamps, two up-down counter adds, two endpoint-feature reads (on the way in and at the end) and
+/// lookups of the endpoint's handles by reference, three more feature reads (the tags feature, the two re-execution
+/// features), every one through the indexer with a constant type rather than the generic <c>Get&lt;T&gt;()</c>, and, unless the
 /// hosting layer set one or <see cref="PerCpuMetricsOptions.ProvideMetricsTagsFeature"/> is off, one feature set of a
 /// pooled <see cref="RequestTagsFeature"/>; one probe of an integer-keyed table (a request with custom tags also probes
 /// its series' tag table), one histogram record and one route counter add; every
@@ -36,16 +37,23 @@ namespace PerCpu.AspNetCore.Internal;
 /// </remarks>
 internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsStore store)
 {
+    /// <summary>The request's labels as the middleware carries them: <c>(protocol &lt;&lt; 8) | (method &lt;&lt; 1) | https</c>.</summary>
+    private const int ProtocolShift = 8;
+
+    private const int ActiveMask = (1 << ProtocolShift) - 1;
+
     public Task Invoke(HttpContext context)
     {
+        // Features are read through the indexer with a constant type, never Get<T>(): that is a generic virtual call,
+        // which costs a runtime dictionary lookup and a generic cast per read (the top frames of a profile).
         IFeatureCollection features = context.Features;
-        if (features.Get<IExceptionHandlerFeature>() is not null || features.Get<IStatusCodeReExecuteFeature>() is not null)
+        if (features[typeof(IExceptionHandlerFeature)] is not null || features[typeof(IStatusCodeReExecuteFeature)] is not null)
         {
             return next(context); // a re-execution of a request this middleware already counts (or one it never saw)
         }
 
         // Routing usually ran already (WebApplication puts UseRouting first): then the endpoint is resolved once here.
-        EndpointMetrics? known = context.GetEndpoint() is { } endpoint ? store.ForEndpoint(endpoint) : null;
+        EndpointMetrics? known = EndpointOf(features) is { } endpoint ? store.ForEndpoint(endpoint) : null;
         if (known is { Excluded: true })
         {
             return next(context); // this endpoint opted out: not even active_requests
@@ -55,20 +63,24 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         {
             // Routing runs later: if the endpoint turns out to be the scrape, it takes its own request out of the
             // active gauge (ActiveRequestMark.Release). A static marker: nothing allocated per request.
-            features.Set(ActiveRequestMark.Counted);
+            features[typeof(ActiveRequestMark)] = ActiveRequestMark.Counted;
         }
 
-        if (store.ProvideTagsFeature && features.Get<IHttpMetricsTagsFeature>() is null)
+        // The labels of the request known on the way in, read before the tags feature is set (setting a feature makes
+        // HttpContext fetch its cached features again): method and scheme (the active gauge's index) and the protocol.
+        int request = ActiveIndex(context) | (Labels.Protocol(context.Request.Protocol) << ProtocolShift);
+        var tags = features[typeof(IHttpMetricsTagsFeature)] as IHttpMetricsTagsFeature;
+        if (tags is null && store.ProvideTagsFeature)
         {
             // ASP.NET Core's hosting layer sets this feature only while something listens to its own meter; the app's
             // custom tags (and MetricsDisabled) go through it either way. Lent from a per-thread pool, taken back once
             // the request is recorded: nothing allocated per request in the steady state.
-            features.Set<IHttpMetricsTagsFeature>(RequestTagsFeature.Rent());
+            tags = RequestTagsFeature.Rent();
+            features[typeof(IHttpMetricsTagsFeature)] = tags;
         }
 
         long start = Stopwatch.GetTimestamp();
-        int activeIndex = ActiveIndex(context);
-        store.Active[activeIndex].Increment();
+        store.Active[request & ActiveMask].Increment();
         Task task;
         try
         {
@@ -76,20 +88,20 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         }
         catch (Exception ex)
         {
-            Complete(context, known, start, activeIndex, ex);
+            Complete(context, known, tags, start, request, ex);
             throw;
         }
 
         if (task.IsCompletedSuccessfully)
         {
-            Complete(context, known, start, activeIndex, null);
+            Complete(context, known, tags, start, request, null);
             return Task.CompletedTask;
         }
 
-        return Awaited(task, context, known, start, activeIndex);
+        return Awaited(task, context, known, tags, start, request);
     }
 
-    private async Task Awaited(Task task, HttpContext context, EndpointMetrics? known, long start, int activeIndex)
+    private async Task Awaited(Task task, HttpContext context, EndpointMetrics? known, IHttpMetricsTagsFeature? tags, long start, int request)
     {
         try
         {
@@ -97,23 +109,27 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         }
         catch (Exception ex)
         {
-            Complete(context, known, start, activeIndex, ex);
+            Complete(context, known, tags, start, request, ex);
             throw;
         }
 
-        Complete(context, known, start, activeIndex, null);
+        Complete(context, known, tags, start, request, null);
     }
+
+    /// <summary>What <c>HttpContext.GetEndpoint()</c> returns, without its generic feature read.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Endpoint? EndpointOf(IFeatureCollection features) => (features[typeof(IEndpointFeature)] as IEndpointFeature)?.Endpoint;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static int ActiveIndex(HttpContext context) => (Labels.Method(context.Request.Method) * 2) + (context.Request.IsHttps ? 1 : 0);
 
-    private void Complete(HttpContext context, EndpointMetrics? known, long start, int activeIndex, Exception? exception)
+    private void Complete(HttpContext context, EndpointMetrics? known, IHttpMetricsTagsFeature? tags, long start, int request, Exception? exception)
     {
         try
         {
-            if (known is not null || context.Features.Get<ActiveRequestMark>() != ActiveRequestMark.Released)
+            if (known is not null || context.Features[typeof(ActiveRequestMark)] != ActiveRequestMark.Released)
             {
-                store.Active[activeIndex].Decrement();
+                store.Active[request & ActiveMask].Decrement();
             }
 
             if (exception is null)
@@ -122,15 +138,15 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
                 int status = response.StatusCode;
                 if (status < 400)
                 {
-                    Record(context, start, activeIndex, 0, status);
+                    Record(context, tags, start, request, 0, status);
                     return;
                 }
 
                 // An exception an inner UseExceptionHandler handled still names error.type, as in ASP.NET Core's metric.
-                int handled = context.Features.Get<IExceptionHandlerFeature>() is { Error: { } error } ? store.ErrorIndex(error) : 0;
-                if (response.HasStarted || context.Features.Get<IStatusCodePagesFeature>() is not { Enabled: true })
+                int handled = context.Features[typeof(IExceptionHandlerFeature)] is IExceptionHandlerFeature { Error: { } error } ? store.ErrorIndex(error) : 0;
+                if (response.HasStarted || context.Features[typeof(IStatusCodePagesFeature)] is not IStatusCodePagesFeature { Enabled: true })
                 {
-                    Record(context, start, activeIndex, handled, status);
+                    Record(context, tags, start, request, handled, status);
                     return;
                 }
 
@@ -141,7 +157,7 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
                     var s = (CompletedState)state;
                     s.Middleware.RecordCompleted(s);
                     return Task.CompletedTask;
-                }, new CompletedState(this, context, start, activeIndex, handled));
+                }, new CompletedState(this, context, tags, start, request, handled));
             }
             else
             {
@@ -154,7 +170,7 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
                     var s = (CompletedState)state;
                     s.Middleware.RecordCompleted(s);
                     return Task.CompletedTask;
-                }, new CompletedState(this, context, start, activeIndex, error, exception));
+                }, new CompletedState(this, context, tags, start, request, error, exception));
             }
         }
         catch (Exception ex) when (exception is null || !ReferenceEquals(ex, exception))
@@ -173,7 +189,7 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
             // 499 for a client that went away. error.type as the hosting layer gets it: an exception Kestrel took for
             // the client going away (a cancellation or an I/O error once the connection was aborted) names none.
             int error = s.Exception is not null && KestrelApplicationError.TookAsClientGone(s.Context, s.Exception) ? 0 : s.Error;
-            Record(s.Context, s.Start, s.ActiveIndex, error, s.Context.Response.StatusCode);
+            Record(s.Context, s.Tags, s.Start, s.Request, error, s.Context.Response.StatusCode);
         }
         catch (Exception ex)
         {
@@ -181,15 +197,16 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         }
     }
 
-    private void Record(HttpContext context, long start, int activeIndex, int error, int status)
+    private void Record(HttpContext context, IHttpMetricsTagsFeature? tags, long start, int request, int error, int status)
     {
         long elapsed = Stopwatch.GetTimestamp() - start;
 
         // The endpoint that produced the response, as ASP.NET Core's own metric reports it: after a re-execution, the
         // handler's, so it is looked up again (one reference-keyed probe) rather than taken from the way in. An exception
         // handler that answers in place clears the endpoint; ASP.NET Core then reports the endpoint that threw.
-        Endpoint? final = context.GetEndpoint();
-        if (final is null && error != 0 && context.Features.Get<IExceptionHandlerFeature>() is { Endpoint: { } threw })
+        IFeatureCollection features = context.Features;
+        Endpoint? final = EndpointOf(features);
+        if (final is null && error != 0 && features[typeof(IExceptionHandlerFeature)] is IExceptionHandlerFeature { Endpoint: { } threw })
         {
             final = threw;
         }
@@ -199,7 +216,8 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         EndpointMetrics endpoint = final is not null ? store.ForEndpoint(final)
             : context.Items.ContainsKey(HttpMetricsStore.RequestUnhandledKey) ? store.Unhandled
             : store.Unmatched;
-        IHttpMetricsTagsFeature? tags = context.Features.Get<IHttpMetricsTagsFeature>();
+        // The tags feature of the way in (the hosting layer's or PerCpu's), or one the app set since, where there was none.
+        tags ??= features[typeof(IHttpMetricsTagsFeature)] as IHttpMetricsTagsFeature;
         try
         {
             if (endpoint.Excluded || tags is { MetricsDisabled: true })
@@ -212,7 +230,7 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
                 error = HttpMetricsStore.StatusErrorIndex; // a 5xx without an exception: error.type is the status code
             }
 
-            int key = EndpointMetrics.Pack(activeIndex >> 1, Labels.Status(status), activeIndex & 1, Labels.Protocol(context.Request.Protocol), error);
+            int key = EndpointMetrics.Pack((request & ActiveMask) >> 1, Labels.Status(status), request & 1, request >> ProtocolShift, error);
             RequestSeries series = endpoint.GetSeries(key);
             if (tags is not null && tags.Tags.Count != 0 && !series.IsOverflow)
             {
@@ -237,7 +255,7 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         }
     }
 
-    private sealed record CompletedState(PerCpuMetricsMiddleware Middleware, HttpContext Context, long Start, int ActiveIndex, int Error, Exception? Exception = null);
+    private sealed record CompletedState(PerCpuMetricsMiddleware Middleware, HttpContext Context, IHttpMetricsTagsFeature? Tags, long Start, int Request, int Error, Exception? Exception = null);
 }
 
 /// <summary>
@@ -258,9 +276,9 @@ internal sealed class ActiveRequestMark
     /// <summary>If the middleware counted <paramref name="context"/> as active, takes it out now, once.</summary>
     public static void Release(HttpContext context, HttpMetricsStore store)
     {
-        if (context.Features.Get<ActiveRequestMark>() == Counted)
+        if (context.Features[typeof(ActiveRequestMark)] == Counted)
         {
-            context.Features.Set(Released);
+            context.Features[typeof(ActiveRequestMark)] = Released;
             store.Active[PerCpuMetricsMiddleware.ActiveIndex(context)].Decrement();
         }
     }

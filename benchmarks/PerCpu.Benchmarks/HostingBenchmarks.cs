@@ -57,6 +57,13 @@ public class HostingBenchmarks
                     o.ProvideMetricsTagsFeature = false; // what providing IHttpMetricsTagsFeature costs
                 });
                 break;
+            case "percpu-http-only-stopwatch":
+                builder.Services.AddPerCpuMetrics(o =>
+                {
+                    o.Meters.Clear();
+                    o.Clock = PerCpuClockSource.Stopwatch; // what the time-stamp counter saves, where it is the default
+                });
+                break;
             case "otel-prometheus":
                 builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddAspNetCoreInstrumentation().AddPrometheusExporter());
                 break;
@@ -65,12 +72,15 @@ public class HostingBenchmarks
         _app = builder.Build();
         switch (Variant)
         {
-            case "percpu" or "percpu-http-only" or "percpu-http-only-no-tags-feature":
+            case "percpu" or "percpu-http-only" or "percpu-http-only-no-tags-feature" or "percpu-http-only-stopwatch":
                 _app.UsePerCpuMetrics();
                 _app.MapPerCpuMetrics();
                 break;
             case "otel-prometheus":
                 _app.MapPrometheusScrapingEndpoint();
+                break;
+            case "floor":
+                _app.Use(FloorMiddleware());
                 break;
             case "prometheus-net":
                 _app.UseRouting();
@@ -95,7 +105,7 @@ public class HostingBenchmarks
 
         string? expected = Variant switch
         {
-            "percpu" or "percpu-http-only" or "percpu-http-only-no-tags-feature" => "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/items/{id:int}\"",
+            "percpu" or "percpu-http-only" or "percpu-http-only-no-tags-feature" or "percpu-http-only-stopwatch" => "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/items/{id:int}\"",
             "otel-prometheus" => "http_server_request_duration_seconds_count{",
             "prometheus-net" => "http_requests_received_total{code=\"200\",method=\"GET\"",
             _ => null,
@@ -105,6 +115,34 @@ public class HostingBenchmarks
         {
             throw new InvalidOperationException($"{Variant}: the scrape does not show the request ({expected}):\n{scrape}");
         }
+    }
+
+    /// <summary>
+    /// The reference of issue 23: a hand-written minimal request-metrics middleware on PerCpu.Core, what one would write
+    /// knowing the library's instruments and nothing else: two <c>Stopwatch.GetTimestamp()</c> reads, active requests up
+    /// and down, and one histogram per endpoint x method x status found in a cache (no labels, no exemplars, no
+    /// re-execution or error handling, no scrape).
+    /// </summary>
+    private static Func<HttpContext, RequestDelegate, Task> FloorMiddleware()
+    {
+        var active = new PerCpuUpDownCounter();
+        var histograms = new System.Collections.Concurrent.ConcurrentDictionary<(Endpoint?, int, int), PerCpuHistogram>();
+        return (context, next) =>
+        {
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            active.Increment();
+            Task task = next(context);
+            if (!task.IsCompletedSuccessfully)
+            {
+                throw new InvalidOperationException("the benchmark's endpoint completes synchronously");
+            }
+
+            active.Decrement();
+            int method = ReferenceEquals(context.Request.Method, HttpMethods.Get) ? 0 : 1;
+            PerCpuHistogram histogram = histograms.GetOrAdd((context.GetEndpoint(), method, context.Response.StatusCode), static _ => new PerCpuHistogram());
+            histogram.RecordTicks(System.Diagnostics.Stopwatch.GetTimestamp() - start);
+            return Task.CompletedTask;
+        };
     }
 
     private string Scrape()

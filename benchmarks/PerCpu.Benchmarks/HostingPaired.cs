@@ -25,7 +25,7 @@ internal static class HostingPaired
             return Profile(profile, double.Parse(Statistics.Arg(args, "--seconds", "20"), CultureInfo.InvariantCulture));
         }
 
-        string[] variants = Statistics.Arg(args, "--variants", "none,percpu-http-only,percpu-http-only-no-tags-feature")
+        string[] variants = Statistics.Arg(args, "--variants", "none,floor,percpu-http-only,percpu-http-only-no-tags-feature,percpu-http-only-stopwatch")
             .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
         if (variants.FirstOrDefault(v => v is "percpu" or "otel-prometheus" or "prometheus-net") is { } listening)
         {
@@ -44,6 +44,7 @@ internal static class HostingPaired
         int batch = int.Parse(Statistics.Arg(args, "--batch", "20000"), CultureInfo.InvariantCulture);
         int warmup = int.Parse(Statistics.Arg(args, "--warmup", "300000"), CultureInfo.InvariantCulture);
 
+        Console.WriteLine($"# clock: {PerCpuClock.Source} ({PerCpuClock.Detail})");
         Console.WriteLine($"# hostingpaired: {Environment.ProcessorCount} CPUs, {ProcessorId.Strategy}, .NET {Environment.Version}, {rounds} rounds of {batch} requests per variant after {warmup} warm-up requests each");
         HostingBenchmarks[] apps = [.. variants.Select(v =>
         {

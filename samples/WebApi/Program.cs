@@ -58,6 +58,7 @@ builder.Services.AddOpenTelemetry()
 var app = builder.Build();
 app.Logger.LogInformation("{Selection}", ProcessorId.Selection);
 app.Logger.LogInformation("PerCpu write path: {WritePath} ({Detail})", ProcessorId.WritePath, ProcessorId.WritePathDetail);
+app.Logger.LogInformation("PerCpu request clock: {Clock} ({Detail})", PerCpuClock.Source, PerCpuClock.Detail);
 int defaultSlowMs = app.Configuration.GetValue("Sample:SlowMilliseconds", 50);
 
 // Unhandled exceptions become a 500 here (and are counted in aspnetcore.diagnostics.exceptions and error.type).

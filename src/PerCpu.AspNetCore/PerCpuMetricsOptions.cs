@@ -109,11 +109,22 @@ public sealed class PerCpuMetricsOptions
     /// Whether PerCpu gives each request an <see cref="Microsoft.AspNetCore.Http.Features.IHttpMetricsTagsFeature"/> when
     /// ASP.NET Core's hosting layer has not (it does only while something listens to its own meter), so that the app's
     /// custom request tags (and <c>MetricsDisabled</c>) reach PerCpu's request metric. Default true. Setting a feature
-    /// makes the request's cached feature lookups start again, which costs tens of nanoseconds per request (see
-    /// benchmarks/README.md); an app that adds no tags can turn this off. Tags still count whenever the hosting layer
+    /// makes the request's cached feature lookups start again, but PerCpu then recognises a re-execution of the request
+    /// by it instead of reading two other features, so on the 2-vCPU VM of benchmarks/README.md providing it measured
+    /// no dearer than not. Off: no feature is set, and re-executions are found by the exception handler's and status
+    /// pages' features. Tags still count whenever the hosting layer
     /// provides the feature.
     /// </summary>
     public bool ProvideMetricsTagsFeature { get; set; } = true;
+
+    /// <summary>
+    /// Where request durations take their timestamps from. Default <see cref="PerCpuClockSource.Auto"/>: the process
+    /// default of <see cref="PerCpuClock"/> (the CPU's time-stamp counter where the kernel keeps time with it and a check
+    /// across every CPU agreed, and it is cheaper; else <see cref="System.Diagnostics.Stopwatch"/>; the
+    /// <c>PERCPU_CLOCK</c> environment variable sets that default). A source that is unavailable here falls back to the
+    /// Stopwatch and says so on <c>/metrics</c> (<c>percpu_clock</c>) and in <see cref="PerCpuClock.Resolve"/>'s reason.
+    /// </summary>
+    public PerCpuClockSource Clock { get; set; } = PerCpuClockSource.Auto;
 
     /// <summary>Whether the scrape endpoint mapped by <c>MapPerCpuMetrics</c> is left out of the request metrics. Default true.</summary>
     public bool ExcludeScrapeEndpoint { get; set; } = true;

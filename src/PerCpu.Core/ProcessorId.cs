@@ -212,24 +212,8 @@ public static unsafe class ProcessorId
         return selection.Strategy;
     }
 
-    /// <summary>
-    /// A strategy by its name only (case-insensitive): <see cref="Enum.TryParse{TEnum}(string, bool, out TEnum)"/> also takes
-    /// numbers (<c>42</c>, an undefined strategy) and comma lists (<c>Rdpid, Rdtscp</c>, which it ORs into another one).
-    /// </summary>
-    internal static bool TryParseName(string text, out ProcessorIdStrategy strategy)
-    {
-        foreach (ProcessorIdStrategy candidate in Enum.GetValues<ProcessorIdStrategy>())
-        {
-            if (string.Equals(candidate.ToString(), text, StringComparison.OrdinalIgnoreCase))
-            {
-                strategy = candidate;
-                return true;
-            }
-        }
-
-        strategy = ProcessorIdStrategy.Auto;
-        return false;
-    }
+    /// <summary>A strategy by its name only (see <see cref="EnumNames.TryParse{TEnum}"/>).</summary>
+    internal static bool TryParseName(string text, out ProcessorIdStrategy strategy) => EnumNames.TryParse(text, out strategy);
 
     private static void Activate(ProcessorIdSelection selection)
     {

@@ -37,6 +37,67 @@ public sealed class CountingOnceTests
         DelegateHandlerThenMetrics,
     }
 
+    /// <summary>
+    /// An excluded endpoint stays out when the exception handler or the status pages run its request again elsewhere,
+    /// and a request that is counted is counted once under its handler. Where routing runs after PerCpu, PerCpu cannot
+    /// know the endpoint was excluded: the request is recorded once, under the handler that answered, as ASP.NET
+    /// Core's own metric records it (it too looks at the endpoint at the end).
+    /// </summary>
+    [Theory]
+    [InlineData(Order.HandlersThenMetrics)]
+    [InlineData(Order.MetricsThenHandlers)]
+    [InlineData(Order.HandlersMetricsThenRouting)]
+    public async Task ExcludedEndpoint_ReExecutedByTheHandlers_StaysOut(Order order)
+    {
+        await using WebApplication app = await StartAsync(order);
+        using var client = new HttpClient { BaseAddress = Address(app) };
+        for (int i = 0; i < 3; i++)
+        {
+            using HttpResponseMessage thrown = await client.GetAsync("/excluded-throw", Ct);
+            Assert.Equal(HttpStatusCode.InternalServerError, thrown.StatusCode);
+            using HttpResponseMessage missing = await client.GetAsync("/excluded-missing", Ct);
+            Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+            Assert.Equal("status 404", await missing.Content.ReadAsStringAsync(Ct)); // the status page ran
+        }
+
+        using (HttpResponseMessage counted = await client.GetAsync("/throw", Ct))
+        {
+            Assert.Equal(HttpStatusCode.InternalServerError, counted.StatusCode);
+        }
+
+        // The one counted request is the last one sent: once it shows, every earlier one has been recorded or left out.
+        Dictionary<string, double> counts = [];
+        for (var clock = Stopwatch.StartNew(); clock.Elapsed < TimeSpan.FromSeconds(10); await Task.Delay(50, Ct))
+        {
+            counts = Scrape.Parse(await client.GetStringAsync("/metrics", Ct)).Named("http_server_request_duration_seconds_count")
+                .GroupBy(s => Scrape.RouteOf(s.Labels)).ToDictionary(g => g.Key, g => g.Sum(s => s.Value));
+            if (counts.GetValueOrDefault("/handle-error") >= 1 && (order != Order.HandlersMetricsThenRouting || counts.Values.Sum() >= 7))
+            {
+                break;
+            }
+        }
+
+        Dictionary<string, double> expected = order == Order.HandlersMetricsThenRouting
+            ? new() { ["/handle-error"] = 4, ["/status-page/{code:int}"] = 3 }
+            : new() { ["/handle-error"] = 1 };
+        Assert.Equal(expected, counts);
+    }
+
+    /// <summary>Two PerCpu middlewares in one pipeline (UsePerCpuMetrics called twice) count each request once.</summary>
+    [Fact]
+    public async Task TwoMiddlewares_CountEachRequestOnce()
+    {
+        await using TestApp app = await TestApp.StartAsync(routes: a => a.UsePerCpuMetrics()); // TestApp adds the first
+        for (int i = 0; i < 5; i++)
+        {
+            using HttpResponseMessage r = await app.Client.GetAsync("/items/" + i, Ct);
+        }
+
+        _ = await app.ScrapeWhenRecordedAsync(5);
+        await Task.Delay(200, Ct); // a second count, if any, would come right behind the first
+        Assert.Equal(5, (await app.ScrapeAsync()).Named("http_server_request_duration_seconds_count").Sum(s => s.Value));
+    }
+
     [Theory]
     [InlineData(Order.HandlersThenMetrics)]
     [InlineData(Order.MetricsThenHandlers)]
@@ -181,6 +242,8 @@ public sealed class CountingOnceTests
         app.MapGet("/items/{id:int}", (int id) => Results.Ok(id));
         app.MapGet("/status/{code:int}", (int code) => Results.StatusCode(code));
         app.MapGet("/throw", string () => throw new InvalidOperationException("test failure"));
+        app.MapGet("/excluded-throw", string () => throw new InvalidOperationException("test failure")).ExcludeFromPerCpuMetrics();
+        app.MapGet("/excluded-missing", () => Results.NotFound()).ExcludeFromPerCpuMetrics();
         app.MapGet("/slow", async (SlowArrivals arrivals, CancellationToken ct) =>
         {
             Interlocked.Increment(ref arrivals.Count);

@@ -392,6 +392,27 @@ public sealed class ChildProcessProbe(ITestOutputHelper output)
             Console.WriteLine("EXPECT_REASON verified");
         }
 
+        if (Environment.GetEnvironmentVariable("PERCPU_EXPECT_CLOCK") is { } clock)
+        {
+            any = true;
+            string? clockReason = Environment.GetEnvironmentVariable("PERCPU_EXPECT_CLOCK_REASON");
+            if (clock == "defined")
+            {
+                Assert.True(PerCpuClock.Source is PerCpuClockSource.Stopwatch or PerCpuClockSource.Rdtsc, PerCpuClock.Source.ToString());
+            }
+            else
+            {
+                Assert.Equal(clock, PerCpuClock.Source.ToString());
+            }
+
+            if (clockReason is not null)
+            {
+                Assert.Contains(clockReason, PerCpuClock.Detail, StringComparison.Ordinal);
+            }
+
+            Console.WriteLine($"EXPECT_CLOCK verified: {PerCpuClock.Source} ({PerCpuClock.Detail})");
+        }
+
         output.WriteLine(ProcessorId.Selection.ToString());
         if (!any)
         {

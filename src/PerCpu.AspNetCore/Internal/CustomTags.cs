@@ -113,11 +113,35 @@ internal sealed class RequestTagsFeature : IHttpMetricsTagsFeature
     [ThreadStatic]
     private static int t_count;
 
-    private readonly List<KeyValuePair<string, object?>> _tags = [];
+    private readonly ICollection<KeyValuePair<string, object?>> _tags;
+    private readonly List<KeyValuePair<string, object?>>? _list;
+    private bool _metricsDisabled;
+
+    private RequestTagsFeature(bool discard)
+    {
+        _list = discard ? null : [];
+        _tags = _list ?? (ICollection<KeyValuePair<string, object?>>)NoTags.Instance;
+    }
+
+    /// <summary>
+    /// The one shared instance set on requests to excluded endpoints: it marks them for a re-execution of the same
+    /// request, and drops whatever is given to it (nothing of such a request is recorded).
+    /// </summary>
+    public static RequestTagsFeature Excluded { get; } = new(discard: true);
 
     public ICollection<KeyValuePair<string, object?>> Tags => _tags;
 
-    public bool MetricsDisabled { get; set; }
+    public bool MetricsDisabled
+    {
+        get => _metricsDisabled;
+        set
+        {
+            if (_list is not null)
+            {
+                _metricsDisabled = value;
+            }
+        }
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static RequestTagsFeature Rent()
@@ -132,18 +156,18 @@ internal sealed class RequestTagsFeature : IHttpMetricsTagsFeature
             return f;
         }
 
-        return new RequestTagsFeature();
+        return new RequestTagsFeature(discard: false);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Return(RequestTagsFeature feature)
     {
-        if (feature._tags.Count != 0)
+        if (feature._list!.Count != 0)
         {
-            feature._tags.Clear();
+            feature._list.Clear();
         }
 
-        feature.MetricsDisabled = false;
+        feature._metricsDisabled = false;
         RequestTagsFeature?[] pool = t_pool ??= new RequestTagsFeature?[PoolSize];
         int n = t_count;
         if (n < PoolSize)
@@ -152,4 +176,34 @@ internal sealed class RequestTagsFeature : IHttpMetricsTagsFeature
             t_count = n + 1;
         }
     }
+}
+
+/// <summary>A collection that stays empty whatever is added to it (<see cref="RequestTagsFeature.Excluded"/>'s tags).</summary>
+internal sealed class NoTags : ICollection<KeyValuePair<string, object?>>
+{
+    public static readonly NoTags Instance = new();
+
+    public int Count => 0;
+
+    public bool IsReadOnly => false;
+
+    public void Add(KeyValuePair<string, object?> item)
+    {
+    }
+
+    public void Clear()
+    {
+    }
+
+    public bool Contains(KeyValuePair<string, object?> item) => false;
+
+    public void CopyTo(KeyValuePair<string, object?>[] array, int arrayIndex)
+    {
+    }
+
+    public bool Remove(KeyValuePair<string, object?> item) => false;
+
+    public IEnumerator<KeyValuePair<string, object?>> GetEnumerator() => Enumerable.Empty<KeyValuePair<string, object?>>().GetEnumerator();
+
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
 }

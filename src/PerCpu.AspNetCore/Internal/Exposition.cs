@@ -212,6 +212,7 @@ internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProd
     public static readonly MetricDescriptor Rate = new("percpu.http.server.request_rate", MetricType.Gauge, null, "Requests per second over the window (windowed average or EWMA), all routes.");
     public static readonly MetricDescriptor RouteRate = new("percpu.http.server.route_request_rate", MetricType.Gauge, null, "Requests per second over the window (windowed average or EWMA), by route.");
     public static readonly MetricDescriptor Strategy = new("percpu.processor_id.strategy", MetricType.Gauge, null, "The CPU-id strategy in use (value 1), the number of per-CPU slots, and the write path (rseq sections or interlocked).");
+    public static readonly MetricDescriptor Clock = new("percpu.clock", MetricType.Gauge, null, "The source of the request timestamps (value 1): Rdtsc (the CPU's time-stamp counter, calibrated) or Stopwatch.");
     public static readonly MetricDescriptor Series = new("percpu.series", MetricType.Gauge, null, "Series of http.server.request.duration, excluding the overflow series.");
     public static readonly MetricDescriptor OverflowRecords = new("percpu.series.overflow_records", MetricType.Counter, null, "Requests recorded in the overflow series because the series cap was reached.");
     public static readonly MetricDescriptor RecordingFailures = new("percpu.recording_failures", MetricType.Counter, null, "Failures of the middleware's own recording; expected to stay 0.");
@@ -219,7 +220,7 @@ internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProd
     public static readonly MetricDescriptor ScrapesCut = new("percpu.scrapes_cut", MetricType.Counter, null, "Scrapes cut off because the reader had not taken the response within ScrapeTimeout.");
 
     /// <summary>Every family this producer writes, in order (the meter bridge publishes one instrument per family).</summary>
-    public static readonly IReadOnlyList<MetricDescriptor> Families = [Duration, Active, Rate, RouteRate, Strategy, Series, OverflowRecords, RecordingFailures, ScrapesRefused, ScrapesCut];
+    public static readonly IReadOnlyList<MetricDescriptor> Families = [Duration, Active, Rate, RouteRate, Strategy, Clock, Series, OverflowRecords, RecordingFailures, ScrapesRefused, ScrapesCut];
 
     private readonly MetricLabels[] _active = BuildActiveLabels();
     private readonly Dictionary<(EndpointMetrics? Route, string Window), MetricLabels> _rateLabels = [];
@@ -271,6 +272,8 @@ internal sealed class HttpMetricsProducer(HttpMetricsStore store) : IMetricsProd
 
         writer.BeginFamily(Strategy);
         writer.WritePoint(new MetricLabels(["strategy", "slots", "write_path"], [ProcessorId.Strategy.ToString(), ProcessorId.SlotCount.ToString(CultureInfo.InvariantCulture), ProcessorId.WritePath.ToString()]), 1L);
+        writer.BeginFamily(Clock);
+        writer.WritePoint(new MetricLabels(["source"], [store.Clock.ToString()]), 1L);
         writer.BeginFamily(Series);
         writer.WritePoint(MetricLabels.Empty, (long)store.SeriesCount);
         writer.BeginFamily(OverflowRecords);

@@ -50,6 +50,8 @@ internal sealed class HttpMetricsStore : PerCpu.Families.ISeriesBudget
         _maxSeries = o.MaxSeriesPerMetric;
         Exemplars = o.Exemplars;
         ProvideTagsFeature = o.ProvideMetricsTagsFeature;
+        Clock = PerCpuClock.Resolve(o.Clock, out string clockReason);
+        ClockDetail = clockReason;
         _errorNames[0] = null;
         OverflowSeries = new RequestSeries(0, "", 0, Labels.StatusOther, 0, 0, null, isOverflow: true, Layout);
         UnmatchedRoute = string.IsNullOrEmpty(o.UnmatchedRoute) ? null : o.UnmatchedRoute;
@@ -73,6 +75,12 @@ internal sealed class HttpMetricsStore : PerCpu.Families.ISeriesBudget
     public HttpMetricsProducer Producer { get; }
 
     public PerCpuMetricsOptions Options { get; }
+
+    /// <summary>The source of the request timestamps (<see cref="PerCpuMetricsOptions.Clock"/> resolved once: both ends of every request use it).</summary>
+    public PerCpuClockSource Clock { get; }
+
+    /// <summary>Why <see cref="Clock"/> is what it is.</summary>
+    public string ClockDetail { get; }
 
     /// <summary><see cref="PerCpuMetricsOptions.ProvideMetricsTagsFeature"/>.</summary>
     public bool ProvideTagsFeature { get; }

@@ -15,8 +15,9 @@ namespace PerCpu.AspNetCore.Internal;
 /// <remarks>
 /// <para>
 /// Per request: two timestamps, two up-down counter adds, two endpoint-feature reads (on the way in and at the end) and
-/// lookups of the endpoint's handles by reference, three more feature reads (the tags feature, the two re-execution
-/// features), every one through the indexer with a constant type rather than the generic <c>Get&lt;T&gt;()</c>, and, unless the
+/// lookups of the endpoint's handles by reference, one more feature read (the tags feature; the two re-execution
+/// features too where PerCpu does not set the tags feature itself), every one through the indexer with a constant type
+/// rather than the generic <c>Get&lt;T&gt;()</c>, and, unless the
 /// hosting layer set one or <see cref="PerCpuMetricsOptions.ProvideMetricsTagsFeature"/> is off, one feature set of a
 /// pooled <see cref="RequestTagsFeature"/>; one probe of an integer-keyed table (a request with custom tags also probes
 /// its series' tag table), one histogram record and one route counter add; every
@@ -27,8 +28,8 @@ namespace PerCpu.AspNetCore.Internal;
 /// </para>
 /// <para>
 /// Counting once, as ASP.NET Core does: a request that <c>UseExceptionHandler</c> or
-/// <c>UseStatusCodePagesWithReExecute</c> runs through the pipeline again is seen here twice; the second pass (the
-/// re-execution features are set) is not recorded, and the first records the route of the original endpoint (the one
+/// <c>UseStatusCodePagesWithReExecute</c> runs through the pipeline again is seen here twice; the second pass (it finds
+/// the tags feature PerCpu set on the first, or, where PerCpu sets none, the re-execution features) is not recorded, and the first records the route of the original endpoint (the one
 /// the re-execution feature names). A request whose exception escapes is recorded when its response completes, with the
 /// status actually sent (an exception handler may choose it). A request the client aborted (the exception is a
 /// cancellation or an I/O error and <see cref="HttpContext.RequestAborted"/> fired) is 499 with no <c>error.type</c>:
@@ -47,15 +48,33 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         // Features are read through the indexer with a constant type, never Get<T>(): that is a generic virtual call,
         // which costs a runtime dictionary lookup and a generic cast per read (the top frames of a profile).
         IFeatureCollection features = context.Features;
-        if (features[typeof(IExceptionHandlerFeature)] is not null || features[typeof(IStatusCodeReExecuteFeature)] is not null)
+        object? tagsSlot = features[typeof(IHttpMetricsTagsFeature)];
+        if (tagsSlot is RequestTagsFeature)
         {
-            return next(context); // a re-execution of a request this middleware already counts (or one it never saw)
+            // PerCpu set it on this request's first pass (a server sets features afresh for every request): this is
+            // a re-execution of a request this middleware already counts, or a second PerCpu middleware in the pipeline.
+            return next(context);
+        }
+
+        if ((tagsSlot is not null || !store.ProvideTagsFeature)
+            && (features[typeof(IExceptionHandlerFeature)] is not null || features[typeof(IStatusCodeReExecuteFeature)] is not null))
+        {
+            // Where PerCpu sets no feature of its own (the hosting layer's is there, or the option is off), the
+            // re-execution features tell: UseExceptionHandler and UseStatusCodePagesWithReExecute set them.
+            return next(context);
         }
 
         // Routing usually ran already (WebApplication puts UseRouting first): then the endpoint is resolved once here.
         EndpointMetrics? known = EndpointOf(features) is { } endpoint ? store.ForEndpoint(endpoint) : null;
         if (known is { Excluded: true })
         {
+            if (tagsSlot is null && store.ProvideTagsFeature)
+            {
+                // Marked, so that a re-execution of this request (its exception handler, its status page) is not
+                // counted either: a shared instance that drops tags, since nothing of this request is recorded.
+                features[typeof(IHttpMetricsTagsFeature)] = RequestTagsFeature.Excluded;
+            }
+
             return next(context); // this endpoint opted out: not even active_requests
         }
 
@@ -69,7 +88,7 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         // The labels of the request known on the way in, read before the tags feature is set (setting a feature makes
         // HttpContext fetch its cached features again): method and scheme (the active gauge's index) and the protocol.
         int request = ActiveIndex(context) | (Labels.Protocol(context.Request.Protocol) << ProtocolShift);
-        var tags = features[typeof(IHttpMetricsTagsFeature)] as IHttpMetricsTagsFeature;
+        var tags = tagsSlot as IHttpMetricsTagsFeature;
         if (tags is null && store.ProvideTagsFeature)
         {
             // ASP.NET Core's hosting layer sets this feature only while something listens to its own meter; the app's
@@ -79,7 +98,7 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
             features[typeof(IHttpMetricsTagsFeature)] = tags;
         }
 
-        long start = Stopwatch.GetTimestamp();
+        long start = PerCpuClock.GetTimestamp(store.Clock);
         store.Active[request & ActiveMask].Increment();
         Task task;
         try
@@ -199,7 +218,7 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
 
     private void Record(HttpContext context, IHttpMetricsTagsFeature? tags, long start, int request, int error, int status)
     {
-        long elapsed = Stopwatch.GetTimestamp() - start;
+        long elapsed = PerCpuClock.GetElapsedStopwatchTicks(store.Clock, start); // in Stopwatch ticks, as RecordTicks takes them
 
         // The endpoint that produced the response, as ASP.NET Core's own metric reports it: after a re-execution, the
         // handler's, so it is looked up again (one reference-keyed probe) rather than taken from the way in. An exception
@@ -248,7 +267,7 @@ internal sealed class PerCpuMetricsMiddleware(RequestDelegate next, HttpMetricsS
         }
         finally
         {
-            if (tags is RequestTagsFeature lent)
+            if (tags is RequestTagsFeature lent && !ReferenceEquals(lent, RequestTagsFeature.Excluded))
             {
                 RequestTagsFeature.Return(lent);
             }

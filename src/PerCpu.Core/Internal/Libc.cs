@@ -29,6 +29,9 @@ internal static unsafe partial class Libc
     [LibraryImport(LibraryName, EntryPoint = "sched_getaffinity", SetLastError = true)]
     public static partial int SchedGetAffinity(int pid, nuint size, byte* mask);
 
+    [LibraryImport(LibraryName, EntryPoint = "sched_setaffinity", SetLastError = true)]
+    public static partial int SchedSetAffinity(int pid, nuint size, byte* mask);
+
     [LibraryImport(LibraryName, EntryPoint = "getauxval")]
     public static partial nuint GetAuxVal(nuint type);
 

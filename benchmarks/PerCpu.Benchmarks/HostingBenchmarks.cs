@@ -145,7 +145,7 @@ public class HostingBenchmarks
         };
     }
 
-    private string Scrape()
+    internal string Scrape()
     {
         var body = new MemoryStream();
         _server.Send("GET", "/metrics", body);

@@ -10,10 +10,11 @@ namespace PerCpu.Benchmarks;
 /// added cost in a round is its ns per request minus the no-metrics app's in the same round, so what the noisy machine
 /// does to a whole round (another tenant, frequency) cancels out; the report gives the median and min-max of those
 /// per-round differences, and bytes allocated per request. Small differences between variants, which separate
-/// BenchmarkDotNet launches drown in their launch-to-launch spread, show here. Only variants that listen to no meter
-/// can share a process (a <c>MeterListener</c> sees every app's meters): none, the floor and PerCpu's request metrics.
+/// BenchmarkDotNet launches drown in their launch-to-launch spread, show here. The OpenTelemetry and prometheus-net
+/// variants cannot share a process (their listeners take every app's meters); PerCpu's variants, with or without its
+/// default meters, can (its listener takes only its own host's).
 /// <c>hostingpaired --profile VARIANT --seconds 20</c> only sends requests to one variant, for a profiler
-/// (<c>perf record</c> with <c>DOTNET_PerfMapEnabled=1</c>).
+/// (<c>perf record</c> with <c>DOTNET_PerfMapEnabled=1</c>); <c>--scrape</c> prints what the variant exposes after it.
 /// </summary>
 internal static class HostingPaired
 {
@@ -22,15 +23,16 @@ internal static class HostingPaired
         string? profile = Statistics.Arg(args, "--profile", "") is { Length: > 0 } p ? p : null;
         if (profile is not null)
         {
-            return Profile(profile, double.Parse(Statistics.Arg(args, "--seconds", "20"), CultureInfo.InvariantCulture));
+            return Profile(profile, double.Parse(Statistics.Arg(args, "--seconds", "20"), CultureInfo.InvariantCulture), args);
         }
 
-        string[] variants = Statistics.Arg(args, "--variants", "none,floor,percpu-http-only,percpu-http-only-no-tags-feature,percpu-http-only-stopwatch")
+        string[] variants = Statistics.Arg(args, "--variants", "none,floor,percpu-http-only,percpu-http-only-no-tags-feature,percpu-http-only-stopwatch,percpu")
             .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-        if (variants.FirstOrDefault(v => v is "percpu" or "otel-prometheus" or "prometheus-net") is { } listening)
+        if (variants.FirstOrDefault(v => v is "otel-prometheus" or "prometheus-net") is { } listening)
         {
-            // A MeterListener sees the meters of every app in the process: it would enable ASP.NET Core's instruments
-            // in the other variants' apps too, and charge them for it.
+            // Their MeterListeners take the meters of every app in the process: they would enable ASP.NET Core's
+            // instruments in the other variants' apps too, and charge them for it. (PerCpu's listener collects only the
+            // meters of its own host's IMeterFactory, so "percpu" can share the process.)
             Console.Error.WriteLine($"hostingpaired: {listening} listens to meters process-wide; run it with BenchmarkDotNet (HostingBenchmarks), one process per variant");
             return 2;
         }
@@ -130,7 +132,7 @@ internal static class HostingPaired
         return 0;
     }
 
-    private static int Profile(string variant, double seconds)
+    private static int Profile(string variant, double seconds, string[] args)
     {
         var app = new HostingBenchmarks { Variant = variant };
         app.Setup();
@@ -147,6 +149,10 @@ internal static class HostingPaired
         }
 
         Console.WriteLine($"{variant}: {n} requests in {clock.Elapsed.TotalSeconds:F1} s, {clock.Elapsed.TotalNanoseconds / n:F0} ns each");
+        if (args.Contains("--scrape"))
+        {
+            Console.WriteLine(app.Scrape()); // what the variant exposes after the run
+        }
         app.Cleanup();
         return 0;
     }

@@ -52,11 +52,13 @@ public static class PerCpuMetricsServiceCollectionExtensions
             PerCpuMetricsOptions o = sp.GetRequiredService<IOptions<PerCpuMetricsOptions>>().Value;
             double[]? boundaries = o.HistogramBoundaries is null ? null : [.. o.HistogramBoundaries];
             Microsoft.Extensions.Logging.ILogger? log = sp.GetService<Microsoft.Extensions.Logging.ILoggerFactory>()?.CreateLogger("PerCpu.Metrics");
+            HostMeterFactory host = sp.GetRequiredService<HostMeterFactory>();
             var listener = new PerCpuMeterListener(o.Meters, NeverListened, o.MaxSeriesPerMetric, (unit, advice) => MetricRegistry.LayoutFor(unit, advice ?? boundaries),
-                log is null ? null : message => s_notCollected(log, message, null), o.MaxLabelValueLength, o.ObservableCallbackBudget);
+                log is null ? null : message => s_notCollected(log, message, null), o.MaxLabelValueLength, o.ObservableCallbackBudget, () => host.Factory);
             sp.GetRequiredService<MetricRegistry>().AddProducer(listener);
             return listener;
         });
+        services.TryAddSingleton<HostMeterFactory>();
         ListenFromTheFirstMeter(services);
         services.TryAddSingleton<MeterBridge>();
         services.TryAddSingleton<ScrapeEndpoint>();
@@ -86,13 +88,18 @@ public static class PerCpuMetricsServiceCollectionExtensions
         services.AddSingleton<ListeningMeterFactoryMark>();
         services.Replace(ServiceDescriptor.Singleton<System.Diagnostics.Metrics.IMeterFactory>(sp =>
         {
-            StartListener(sp);
-            return original switch
+            System.Diagnostics.Metrics.IMeterFactory created = original switch
             {
                 { ImplementationInstance: System.Diagnostics.Metrics.IMeterFactory instance } => instance,
                 { ImplementationFactory: { } factory } => (System.Diagnostics.Metrics.IMeterFactory)factory(sp),
                 _ => (System.Diagnostics.Metrics.IMeterFactory)ActivatorUtilities.CreateInstance(sp, original.ImplementationType!),
             };
+
+            // Known before the listener starts and before the factory makes its first meter: the listener collects this
+            // host's meters, not another host's in the same process.
+            sp.GetRequiredService<HostMeterFactory>().Factory = created;
+            StartListener(sp);
+            return created;
         }));
     }
 
@@ -110,6 +117,18 @@ public static class PerCpuMetricsServiceCollectionExtensions
     }
 
     private sealed class ListeningMeterFactoryMark;
+
+    /// <summary>This host's <see cref="System.Diagnostics.Metrics.IMeterFactory"/>, once created: the listener's local scope.</summary>
+    internal sealed class HostMeterFactory
+    {
+        private volatile System.Diagnostics.Metrics.IMeterFactory? _factory;
+
+        public System.Diagnostics.Metrics.IMeterFactory? Factory
+        {
+            get => _factory;
+            set => _factory = value;
+        }
+    }
 
     /// <summary>
     /// Adds PerCpu's own OTLP/HTTP metrics exporter: real OTLP <c>Histogram</c> (or <c>ExponentialHistogram</c>), <c>Sum</c>

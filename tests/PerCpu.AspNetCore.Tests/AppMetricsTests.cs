@@ -353,4 +353,23 @@ public sealed class AppMetricsTests
         Assert.Equal(1, scrape.Named("percpu_metric_name_conflicts_total").Single().Value);
         await ExpositionTests.AssertPromtoolAccepts(scrape.Text);
     }
+
+    /// <summary>
+    /// Two hosts in one process (as test servers are): each one's /metrics has its own ASP.NET Core meters only, since
+    /// each host's meters come from its own IMeterFactory; before, each listener also aggregated the other's.
+    /// </summary>
+    [Fact]
+    public async Task TwoHostsInOneProcess_EachCollectsOnlyItsOwnMeters()
+    {
+        await using TestApp quiet = await TestApp.StartAsync();
+        await using TestApp busy = await TestApp.StartAsync();
+        for (int i = 0; i < 7; i++)
+        {
+            using HttpResponseMessage r = await busy.Client.GetAsync("/items/" + i, TestContext.Current.CancellationToken);
+        }
+
+        static double Items(Scrape s) => s.Named("aspnetcore_routing_match_attempts_total").Where(x => x.Labels.GetValueOrDefault("http_route") == "/items/{id:int}").Sum(x => x.Value);
+        Assert.Equal(7, Items(await busy.ScrapeAsync()));
+        Assert.Equal(0, Items(await quiet.ScrapeAsync()));
+    }
 }

@@ -39,6 +39,7 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     private readonly Action<string>? _warn;
     private readonly int _maxValueLength;
     private readonly TimeSpan _budget;
+    private readonly Func<object?>? _localFactory;
     private CallbackWorker? _worker;
     private long _slowCallbacks;
     private long _truncated;
@@ -61,7 +62,19 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
     /// still running after it is reported from its last completed values, counted in <see cref="SlowCallbacks"/> and told
     /// to <paramref name="warn"/>, and the collection goes on with the others.</param>
     public PerCpuMeterListener(IEnumerable<string> meterNames, IEnumerable<string>? excludedMeters = null, int maxSeriesPerInstrument = 2000, Func<string?, IReadOnlyList<double>?, HistogramLayout>? layoutFor = null, Action<string>? warn = null, int maxLabelValueLength = TagValues.DefaultMaxLength, TimeSpan? callbackBudget = null)
+        : this(meterNames, excludedMeters, maxSeriesPerInstrument, layoutFor, warn, maxLabelValueLength, callbackBudget, localFactory: null)
     {
+    }
+
+    /// <summary>
+    /// A listener of one host: <paramref name="localFactory"/> returns that host's <see cref="IMeterFactory"/> (null while
+    /// there is none). A meter created by another <see cref="IMeterFactory"/> (another host in the same process: test
+    /// servers, a second WebApplication) is not collected, as <c>MeterScope.Local</c> means in Microsoft.Extensions'
+    /// metrics rules; a meter created with <c>new Meter(...)</c> (no factory) is process-wide and collected.
+    /// </summary>
+    internal PerCpuMeterListener(IEnumerable<string> meterNames, IEnumerable<string>? excludedMeters, int maxSeriesPerInstrument, Func<string?, IReadOnlyList<double>?, HistogramLayout>? layoutFor, Action<string>? warn, int maxLabelValueLength, TimeSpan? callbackBudget, Func<object?>? localFactory)
+    {
+        _localFactory = localFactory;
         ArgumentOutOfRangeException.ThrowIfLessThan(maxLabelValueLength, 16);
         _budget = callbackBudget ?? TimeSpan.FromSeconds(1);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_budget, TimeSpan.Zero, nameof(callbackBudget));
@@ -278,6 +291,11 @@ public sealed class PerCpuMeterListener : IMetricsProducer, IDisposable
         if (!Listens(instrument.Meter.Name))
         {
             return;
+        }
+
+        if (instrument.Meter.Scope is IMeterFactory factory && _localFactory?.Invoke() is { } local && !ReferenceEquals(factory, local))
+        {
+            return; // another host's meter (its own IMeterFactory): that host's listener collects it
         }
 
         MetricType? type = instrument switch

@@ -99,6 +99,36 @@ public sealed class OtlpExporterTests
         Assert.Contains(Metric(scope, "percpu.http.server.request_rate").GetProperty("gauge").GetProperty("dataPoints").EnumerateArray(), p => Attribute(p.GetProperty("attributes"), "window") == "10s");
     }
 
+    /// <summary>An instrument nothing has recorded into sends no metric (as the OpenTelemetry SDK), until it has a point.</summary>
+    [Fact]
+    public async Task InstrumentWithoutPoints_SendsNoMetric_UntilItHasOne()
+    {
+        string meterName = "OtlpQuiet" + Guid.NewGuid().ToString("N")[..8];
+        await using OtlpReceiver receiver = await OtlpReceiver.StartAsync();
+        await using TestApp app = await TestApp.StartAsync(o => o.Meters.Add(meterName), b => b.Services.AddPerCpuOtlpExporter(o =>
+        {
+            o.Endpoint = receiver.Endpoint;
+            o.ExportInterval = TimeSpan.FromHours(1);
+        }));
+        Meter meter = app.App.Services.GetRequiredService<IMeterFactory>().Create(meterName);
+        var refunds = meter.CreateCounter<long>("shop.refunds", "{refund}");
+        var wait = meter.CreateHistogram<double>("shop.refund.wait", "s");
+        OtlpExporterService exporter = app.App.Services.GetRequiredService<OtlpExporterService>();
+
+        Assert.True(await exporter.ExportAsync(Ct));
+        refunds.Add(2);
+        Assert.True(await exporter.ExportAsync(Ct));
+
+        string[][] names = [.. receiver.Requests.Select(r => OtlpReceiver.Decode(r.Body).GetProperty("resourceMetrics")[0].GetProperty("scopeMetrics")[0]
+            .GetProperty("metrics").EnumerateArray().Select(m => m.GetProperty("name").GetString()!).ToArray())];
+        Assert.Equal(2, names.Length);
+        Assert.DoesNotContain("shop.refunds", names[0]);
+        Assert.DoesNotContain("shop.refund.wait", names[0]);
+        Assert.Contains("shop.refunds", names[1]);
+        Assert.DoesNotContain("shop.refund.wait", names[1]);
+        GC.KeepAlive(wait);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

@@ -90,6 +90,11 @@ internal static class OtlpMetricsEncoder
 
         foreach (CollectedFamily family in batch.Families)
         {
+            if (family.Points.Count == 0 && family.Histograms.Count == 0)
+            {
+                continue; // no series yet (an instrument nothing recorded into): no metric, as the OpenTelemetry SDK sends none
+            }
+
             sm.Message(2, (family, batch, exponential), static (m, s) => WriteFamily(m, s.family, s.batch, s.exponential));
         }
     }

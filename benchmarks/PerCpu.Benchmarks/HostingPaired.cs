@@ -4,12 +4,13 @@ using System.Globalization;
 namespace PerCpu.Benchmarks;
 
 /// <summary>
-/// <c>hostingpaired [--variants none,percpu-http-only,...] [--rounds 41] [--batch 20000] [--warmup 300000]</c>: the
+/// <c>hostingpaired [--variants none,percpu-http-only,...] [--rounds 41] [--batch 20000] [--warmup 300000] [--threads 1]</c>: the
 /// <see cref="HostingBenchmarks"/> apps side by side in one process, one request at a time on one thread, in rounds:
 /// each round times one batch of requests per variant, the variants in a new random order each round. A variant's
 /// added cost in a round is its ns per request minus the no-metrics app's in the same round, so what the noisy machine
 /// does to a whole round (another tenant, frequency) cancels out; the report gives the median and min-max of those
-/// per-round differences, and bytes allocated per request. Small differences between variants, which separate
+/// per-round differences, and bytes allocated per request. <c>--threads N</c> sends each batch from N threads at once
+/// (wall time per request, all cores; bytes then from the process-wide, imprecise count). Small differences between variants, which separate
 /// BenchmarkDotNet launches drown in their launch-to-launch spread, show here. The OpenTelemetry and prometheus-net
 /// variants cannot share a process (their listeners take every app's meters); PerCpu's variants, with or without its
 /// default meters, can (its listener takes only its own host's).
@@ -45,9 +46,10 @@ internal static class HostingPaired
         int rounds = int.Parse(Statistics.Arg(args, "--rounds", "41"), CultureInfo.InvariantCulture);
         int batch = int.Parse(Statistics.Arg(args, "--batch", "20000"), CultureInfo.InvariantCulture);
         int warmup = int.Parse(Statistics.Arg(args, "--warmup", "300000"), CultureInfo.InvariantCulture);
+        int threads = int.Parse(Statistics.Arg(args, "--threads", "1"), CultureInfo.InvariantCulture);
 
         Console.WriteLine($"# clock: {PerCpuClock.Source} ({PerCpuClock.Detail})");
-        Console.WriteLine($"# hostingpaired: {Environment.ProcessorCount} CPUs, {ProcessorId.Strategy}, .NET {Environment.Version}, {rounds} rounds of {batch} requests per variant after {warmup} warm-up requests each");
+        Console.WriteLine($"# hostingpaired: {Environment.ProcessorCount} CPUs, {ProcessorId.Strategy}, .NET {Environment.Version}, {rounds} rounds of {batch} requests per variant after {warmup} warm-up requests each, {threads} sending thread(s)");
         HostingBenchmarks[] apps = [.. variants.Select(v =>
         {
             var b = new HostingBenchmarks { Variant = v };
@@ -80,16 +82,31 @@ internal static class HostingPaired
                 foreach (int v in order)
                 {
                     HostingBenchmarks app = apps[v];
-                    long allocated = GC.GetAllocatedBytesForCurrentThread();
+                    long allocated = threads == 1 ? GC.GetAllocatedBytesForCurrentThread() : GC.GetTotalAllocatedBytes(precise: false);
                     long start = Stopwatch.GetTimestamp();
-                    for (int i = 0; i < batch; i++)
+                    if (threads == 1)
                     {
-                        _ = app.Send();
+                        for (int i = 0; i < batch; i++)
+                        {
+                            _ = app.Send();
+                        }
+                    }
+                    else
+                    {
+                        // All cores: the batch split over the threads, wall time per request (as HostingBenchmarks.AllCores).
+                        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, _ =>
+                        {
+                            for (int i = 0; i < batch / threads; i++)
+                            {
+                                _ = app.Send();
+                            }
+                        });
                     }
 
                     double elapsed = Stopwatch.GetElapsedTime(start).TotalNanoseconds;
                     ns[v].Add(elapsed / batch);
-                    bytes[v].Add((double)(GC.GetAllocatedBytesForCurrentThread() - allocated) / batch);
+                    long after = threads == 1 ? GC.GetAllocatedBytesForCurrentThread() : GC.GetTotalAllocatedBytes(precise: false);
+                    bytes[v].Add((double)(after - allocated) / batch);
                 }
             }
 

@@ -1,14 +1,18 @@
 namespace PerCpu.AspNetCore;
 
-/// <summary>Aggregation temporality of exported sums and histograms (up-down counters are always cumulative).</summary>
+/// <summary>
+/// Aggregation temporality of exported counters and histograms, for every family (the request durations, the app's
+/// families, the Meter API instruments); up-down counters and gauges are always totals.
+/// </summary>
 public enum OtlpTemporality
 {
     /// <summary>Totals since the start of the process. A failed export loses nothing: the next one carries the totals.</summary>
     Cumulative = 0,
 
     /// <summary>
-    /// Changes since the last successful export, from collect-and-reset reads. Deltas that could not be sent are merged
-    /// into the next export, never dropped (bounded: one pending delta per series).
+    /// Changes since the last successful export: histograms from collect-and-reset reads, counters as their total minus
+    /// the total last delivered. Deltas that could not be sent are merged into the next export, never dropped (bounded:
+    /// one pending delta per series); a series with no change since sends no point.
     /// </summary>
     Delta = 1,
 }

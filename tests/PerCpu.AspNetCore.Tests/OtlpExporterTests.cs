@@ -99,6 +99,85 @@ public sealed class OtlpExporterTests
         Assert.Contains(Metric(scope, "percpu.http.server.request_rate").GetProperty("gauge").GetProperty("dataPoints").EnumerateArray(), p => Attribute(p.GetProperty("attributes"), "window") == "10s");
     }
 
+    /// <summary>
+    /// Delta temporality for the app's families: counters and histograms as changes since their last delivered point
+    /// (an undelivered change merged into the next export, a series without change sending nothing), up-down counters and
+    /// gauges as totals, as the OpenTelemetry SDK does with the delta preference.
+    /// </summary>
+    [Fact]
+    public async Task AppFamilies_DeltaTemporality_CountersAndHistogramsAsChanges_NothingLostOnAFailedExport()
+    {
+        string meterName = "OtlpDelta" + Guid.NewGuid().ToString("N")[..8];
+        await using OtlpReceiver receiver = await OtlpReceiver.StartAsync();
+        receiver.Respond = n => n == 3 ? (400, [], []) : (200, [], []); // the third export is refused (not retryable)
+        await using TestApp app = await TestApp.StartAsync(o => o.Meters.Add(meterName), b => b.Services.AddPerCpuOtlpExporter(o =>
+        {
+            o.Endpoint = receiver.Endpoint;
+            o.ExportInterval = TimeSpan.FromHours(1);
+            o.Temporality = OtlpTemporality.Delta;
+        }));
+        Meter meter = app.App.Services.GetRequiredService<IMeterFactory>().Create(meterName);
+        var orders = meter.CreateCounter<long>("shop.orders", "{order}");
+        var revenue = meter.CreateCounter<double>("shop.revenue", "{EUR}");
+        var checkout = meter.CreateHistogram<double>("shop.checkout.duration", "s");
+        var carts = meter.CreateUpDownCounter<long>("shop.carts", "{cart}");
+        OtlpExporterService exporter = app.App.Services.GetRequiredService<OtlpExporterService>();
+        KeyValuePair<string, object?> eu = new("region", "eu"), us = new("region", "us");
+
+        orders.Add(5, eu);
+        revenue.Add(2.5);
+        checkout.Record(0.25);
+        checkout.Record(0.5);
+        carts.Add(4);
+        Assert.True(await exporter.ExportAsync(Ct)); // 1
+        orders.Add(3, eu);
+        orders.Add(2, us);
+        carts.Add(-1);
+        Assert.True(await exporter.ExportAsync(Ct)); // 2: no revenue, no checkout since 1
+        orders.Add(4, us);
+        checkout.Record(1.0);
+        Assert.False(await exporter.ExportAsync(Ct)); // 3: refused
+        orders.Add(1, us);
+        Assert.True(await exporter.ExportAsync(Ct)); // 4: carries what 3 could not
+
+        JsonElement[] scopes = [.. receiver.Requests.Select(r => OtlpReceiver.Decode(r.Body).GetProperty("resourceMetrics")[0].GetProperty("scopeMetrics")[0])];
+        Assert.Equal(4, scopes.Length);
+        static JsonElement? Find(JsonElement scope, string name) =>
+            scope.GetProperty("metrics").EnumerateArray().Where(m => m.GetProperty("name").GetString() == name).Cast<JsonElement?>().FirstOrDefault();
+        long Orders(int export, string region)
+        {
+            JsonElement sum = Find(scopes[export], "shop.orders")!.Value.GetProperty("sum");
+            Assert.Equal("AGGREGATION_TEMPORALITY_DELTA", sum.GetProperty("aggregationTemporality").GetString());
+            JsonElement? point = sum.GetProperty("dataPoints").EnumerateArray().Where(p => Attribute(p.GetProperty("attributes"), "region") == region).Cast<JsonElement?>().FirstOrDefault();
+            return point is null ? 0 : long.Parse(point.Value.GetProperty("asInt").GetString()!, CultureInfo.InvariantCulture);
+        }
+
+        Assert.Equal((5, 0), (Orders(0, "eu"), Orders(0, "us")));
+        Assert.Equal((3, 2), (Orders(1, "eu"), Orders(1, "us")));
+        Assert.Equal((0, 4), (Orders(2, "eu"), Orders(2, "us"))); // eu unchanged: no point
+        Assert.Equal((0, 5), (Orders(3, "eu"), Orders(3, "us"))); // the refused 4 and the new 1
+        Assert.Equal(2.5, Assert.Single(Find(scopes[0], "shop.revenue")!.Value.GetProperty("sum").GetProperty("dataPoints").EnumerateArray()).GetProperty("asDouble").GetDouble());
+        Assert.Null(Find(scopes[1], "shop.revenue")); // nothing added since: no metric
+
+        // Each delta starts where the series' previous delivered point ended.
+        ulong Time(JsonElement point, string field) => ulong.Parse(point.GetProperty(field).GetString()!, CultureInfo.InvariantCulture);
+        JsonElement euInSecond = Find(scopes[1], "shop.orders")!.Value.GetProperty("sum").GetProperty("dataPoints").EnumerateArray().Single(p => Attribute(p.GetProperty("attributes"), "region") == "eu");
+        JsonElement euInFirst = Find(scopes[0], "shop.orders")!.Value.GetProperty("sum").GetProperty("dataPoints")[0];
+        Assert.Equal(Time(euInFirst, "timeUnixNano"), Time(euInSecond, "startTimeUnixNano"));
+
+        JsonElement Histogram(int export) => Assert.Single(Find(scopes[export], "shop.checkout.duration")!.Value.GetProperty("histogram").GetProperty("dataPoints").EnumerateArray());
+        Assert.Equal("AGGREGATION_TEMPORALITY_DELTA", Find(scopes[0], "shop.checkout.duration")!.Value.GetProperty("histogram").GetProperty("aggregationTemporality").GetString());
+        Assert.Equal(2, long.Parse(Histogram(0).GetProperty("count").GetString()!, CultureInfo.InvariantCulture));
+        Assert.Equal((0.25, 0.5), (Histogram(0).GetProperty("min").GetDouble(), Histogram(0).GetProperty("max").GetDouble()));
+        Assert.Null(Find(scopes[1], "shop.checkout.duration"));
+        Assert.Equal(1, long.Parse(Histogram(3).GetProperty("count").GetString()!, CultureInfo.InvariantCulture)); // the refused record, merged
+        Assert.Equal(1.0, Histogram(3).GetProperty("sum").GetDouble());
+
+        JsonElement cartsSum = Find(scopes[1], "shop.carts")!.Value.GetProperty("sum");
+        Assert.Equal("AGGREGATION_TEMPORALITY_CUMULATIVE", cartsSum.GetProperty("aggregationTemporality").GetString());
+        Assert.Equal(3, long.Parse(Assert.Single(cartsSum.GetProperty("dataPoints").EnumerateArray()).GetProperty("asInt").GetString()!, CultureInfo.InvariantCulture));
+    }
+
     /// <summary>An instrument nothing has recorded into sends no metric (as the OpenTelemetry SDK), until it has a point.</summary>
     [Fact]
     public async Task InstrumentWithoutPoints_SendsNoMetric_UntilItHasOne()
@@ -141,7 +220,6 @@ public sealed class OtlpExporterTests
             o.Endpoint = receiver.Endpoint;
             o.ExportInterval = TimeSpan.FromHours(1);
             o.ExponentialHistogram = exponential;
-            o.Temporality = OtlpTemporality.Delta; // the app's families stay cumulative
         }));
         Meter meter = app.App.Services.GetRequiredService<IMeterFactory>().Create(meterName);
         var orders = meter.CreateCounter<long>("shop.orders", "{order}", "Orders placed.");

@@ -149,7 +149,7 @@ public sealed class WriterPropertyTests
     private static void CheckOtlp(PerCpuMeterListener listener, Spec[] specs)
     {
         var batch = new PerCpu.AspNetCore.Otlp.OtlpBatch(1, 1, PerCpu.AspNetCore.OtlpTemporality.Cumulative, HttpMetricsProducer.Duration, [],
-            PerCpu.AspNetCore.Otlp.OtlpFamilyCollector.Collect(null, listener));
+            PerCpu.AspNetCore.Otlp.OtlpFamilyCollector.Collect(null, null, listener));
         JsonElement request = OtlpReceiver.Decode(PerCpu.AspNetCore.Otlp.OtlpMetricsEncoder.Encode(batch, new Dictionary<string, string> { ["service.name"] = "prop" }, exponential: false));
         JsonElement[] metrics = [.. request.GetProperty("resourceMetrics")[0].GetProperty("scopeMetrics").EnumerateArray().SelectMany(s => s.GetProperty("metrics").EnumerateArray())];
         // OTLP sends the first family of a name (as /metrics does): where that is a counter, its points hold every add to

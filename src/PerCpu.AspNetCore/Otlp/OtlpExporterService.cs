@@ -40,6 +40,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
     private readonly Dictionary<RequestSeries, (HistogramSnapshot Snapshot, ulong Start)> _pending = [];
     private readonly SemaphoreSlim _exportGate = new(1, 1);
     private readonly ulong _processStart;
+    private readonly FamilyDeltas? _familyDeltas; // delta temporality: what the registry's families last delivered
     private CancellationTokenSource? _stopping;
     private Task? _loop;
     private int _stopped;
@@ -68,6 +69,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
             Timeout = Timeout.InfiniteTimeSpan,
         };
         _processStart = _lastCollect = UnixNano(time.GetUtcNow());
+        _familyDeltas = _options.Temporality == OtlpTemporality.Delta ? new FamilyDeltas(_processStart) : null;
     }
 
     /// <summary>Series whose delta waits for the next export (delta temporality); at most the series cap plus the overflow series.</summary>
@@ -186,6 +188,7 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
     private void Settle(OtlpBatch batch, List<HistogramPoint> unsent, bool othersSent, bool final)
     {
         bool delta = _options.Temporality == OtlpTemporality.Delta;
+        _familyDeltas?.Settle(othersSent, final);
         lock (_pending)
         {
             _pending.Clear();
@@ -262,10 +265,11 @@ internal sealed partial class OtlpExporterService : IHostedService, IDisposable
 
         _lastCollect = now; // the next deltas start here; undelivered ones keep their own start in _pending
 
-        // The request durations above are the one family with delta temporality; every other family (the HTTP store's
-        // gauges and counters, the app's families, the Meter API listener's) goes cumulative through the writer.
+        // Every other family goes through the writer: with delta temporality its counters and histograms as changes
+        // (the HTTP store's and the app's families, the Meter API listener's), its up-down counters and gauges as totals.
+        _familyDeltas?.Begin(now);
         return new OtlpBatch(now, _processStart, _options.Temporality, HttpMetricsProducer.Duration, durations,
-            OtlpFamilyCollector.Collect(HttpMetricsProducer.Duration, _store.Producer, _registry));
+            OtlpFamilyCollector.Collect(HttpMetricsProducer.Duration, _familyDeltas, _store.Producer, _registry));
     }
 
     /// <summary>The export's deadline: its token, and when it started, to tell how much time a retry would leave.</summary>

@@ -99,7 +99,7 @@ internal static class OtlpMetricsEncoder
         }
     }
 
-    /// <summary>A family from the registry: Sum (monotonic or not), Gauge, or (exponential) Histogram; always cumulative.</summary>
+    /// <summary>A family from the registry: Sum (monotonic or not), Gauge, or (exponential) Histogram; counters and histograms with delta temporality when the family was read as changes.</summary>
     private static void WriteFamily(ProtobufWriter m, CollectedFamily family, OtlpBatch batch, bool exponential)
     {
         MetricDescriptor d = family.Descriptor;
@@ -109,19 +109,20 @@ internal static class OtlpMetricsEncoder
             case MetricType.Histogram:
                 m.Message(exponential ? 10 : 9, (family, batch, exponential), static (h, s) =>
                 {
-                    foreach ((MetricLabels labels, HistogramSnapshot snapshot) in s.family.Histograms)
+                    foreach ((MetricLabels labels, HistogramSnapshot snapshot, ulong start) in s.family.Histograms)
                     {
+                        ulong from = start == 0 ? s.batch.ProcessStartUnixNano : start;
                         if (s.exponential)
                         {
-                            h.Message(1, (labels, snapshot, s.batch), static (p, x) => ExponentialCore(p, x.snapshot, x.batch.ProcessStartUnixNano, x.batch.TimeUnixNano, q => LabelAttributes(q, 1, x.labels)));
+                            h.Message(1, (labels, snapshot, s.batch, from), static (p, x) => ExponentialCore(p, x.snapshot, x.from, x.batch.TimeUnixNano, q => LabelAttributes(q, 1, x.labels)));
                         }
                         else
                         {
-                            h.Message(1, (labels, snapshot, s.batch), static (p, x) => ExplicitCore(p, x.snapshot, x.batch.ProcessStartUnixNano, x.batch.TimeUnixNano, q => LabelAttributes(q, 9, x.labels)));
+                            h.Message(1, (labels, snapshot, s.batch, from), static (p, x) => ExplicitCore(p, x.snapshot, x.from, x.batch.TimeUnixNano, q => LabelAttributes(q, 9, x.labels)));
                         }
                     }
 
-                    h.Varint(2, Cumulative);
+                    h.Varint(2, (ulong)(s.family.Delta ? Delta : Cumulative));
                 });
                 break;
             case MetricType.Gauge:
@@ -131,7 +132,7 @@ internal static class OtlpMetricsEncoder
                 m.Message(7, (family, batch), static (sum, s) =>
                 {
                     NumberPoints(sum, s.family, s.batch, withStart: true);
-                    sum.Varint(2, Cumulative);
+                    sum.Varint(2, (ulong)(s.family.Delta ? Delta : Cumulative));
                     sum.Bool(3, s.family.Descriptor.Type == MetricType.Counter);
                 });
                 break;
@@ -155,14 +156,14 @@ internal static class OtlpMetricsEncoder
 
     private static void NumberPoints(ProtobufWriter data, CollectedFamily family, OtlpBatch batch, bool withStart)
     {
-        foreach ((MetricLabels labels, double? asDouble, long asLong) in family.Points)
+        foreach ((MetricLabels labels, double? asDouble, long asLong, ulong start) in family.Points)
         {
-            data.Message(1, (labels, asDouble, asLong, batch, withStart), static (p, x) =>
+            data.Message(1, (labels, asDouble, asLong, batch, withStart, start), static (p, x) =>
             {
                 LabelAttributes(p, 7, x.labels);
                 if (x.withStart)
                 {
-                    p.Fixed64(2, x.batch.ProcessStartUnixNano);
+                    p.Fixed64(2, x.start == 0 ? x.batch.ProcessStartUnixNano : x.start);
                 }
 
                 p.Fixed64(3, x.batch.TimeUnixNano);

@@ -75,10 +75,12 @@ public sealed class DashboardTests
 
         Assert.True(missing.Count == 0, "queries without data:\n" + string.Join("\n", missing));
 
-        // The values make sense: the 5xx ratio is /error's share, and the strategy panel names a strategy.
+        // The values make sense: the 5xx ratio is /error's share, and the strategy panel names a strategy and a clock source.
         List<(string Labels, double Value)> ratio = (await InstantAsync(classic.Api, Expr(panels, "5xx ratio")))!;
         Assert.InRange(ratio.Single().Value, 0.01, 0.2);
-        Assert.Contains("strategy=", (await InstantAsync(classic.Api, Expr(panels, "CPU-id strategy and write path")))!.Single().Labels, StringComparison.Ordinal);
+        Assert.Contains("strategy=", (await InstantAsync(classic.Api, Expr(panels, "CPU-id strategy, write path and clock")))!.Single().Labels, StringComparison.Ordinal);
+        string clockQuery = panels.Single(p => p.Title == "CPU-id strategy, write path and clock").Targets[1].Expr;
+        Assert.Contains("source=", (await InstantAsync(classic.Api, clockQuery))!.Single().Labels, StringComparison.Ordinal);
 
         if (Environment.GetEnvironmentVariable("PERCPU_DASHBOARD_SVG") is { Length: > 0 } svg)
         {

@@ -50,8 +50,7 @@ public static unsafe class PerCpuClock
         (s_stub, s_stopwatchTicksPerTsc, s_tscDetail) = DetectTsc();
         s_tscAvailable = s_stub != 0;
         TscFrequency = s_tscAvailable ? Stopwatch.Frequency / s_stopwatchTicksPerTsc : double.NaN;
-        StopwatchNanoseconds = MeasureNanoseconds(PerCpuClockSource.Stopwatch);
-        RdtscNanoseconds = s_tscAvailable ? MeasureNanoseconds(PerCpuClockSource.Rdtsc) : double.NaN;
+        (StopwatchNanoseconds, RdtscNanoseconds) = MeasureNanoseconds();
 
         string? env = Environment.GetEnvironmentVariable(EnvironmentVariable);
         PerCpuClockSource requested = PerCpuClockSource.Auto;
@@ -283,12 +282,29 @@ public static unsafe class PerCpuClock
         }
     }
 
-    private static double MeasureNanoseconds(PerCpuClockSource source)
+    /// <summary>
+    /// The best ns per call of each source over rounds that alternate between them, so that what else the machine does
+    /// at startup (the JIT, other threads) falls on both alike; NaN for the counter where it is unavailable.
+    /// </summary>
+    private static (double Stopwatch, double Rdtsc) MeasureNanoseconds()
     {
-        const int calls = 4096;
-        double best = double.MaxValue;
-        for (int round = 0; round < 8; round++)
+        double stopwatch = double.MaxValue, rdtsc = s_tscAvailable ? double.MaxValue : double.NaN;
+        for (int round = 0; round < 32; round++)
         {
+            stopwatch = Math.Min(stopwatch, Round(PerCpuClockSource.Stopwatch));
+            if (s_tscAvailable)
+            {
+                rdtsc = Math.Min(rdtsc, Round(PerCpuClockSource.Rdtsc));
+            }
+        }
+
+        return (stopwatch, rdtsc);
+
+        // Optimized from the first call (no tier-0 code): the loop costs what a request's reads cost, not the JIT's.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        static double Round(PerCpuClockSource source)
+        {
+            const int calls = 1024;
             long sink = 0;
             long start = Stopwatch.GetTimestamp();
             for (int i = 0; i < calls; i++)
@@ -298,9 +314,7 @@ public static unsafe class PerCpuClock
 
             double ns = Stopwatch.GetElapsedTime(start).TotalNanoseconds / calls;
             GC.KeepAlive(sink);
-            best = Math.Min(best, ns);
+            return ns;
         }
-
-        return best;
     }
 }

@@ -28,6 +28,12 @@ namespace PerCpu;
 /// <see cref="Detail"/>. A timestamp is only meaningful with the source that made it: read both ends of a duration with
 /// the same <see cref="PerCpuClockSource"/> (the one <see cref="Resolve"/> returned).
 /// </para>
+/// <para>
+/// Thread safety: every property is fixed once the class is initialized (detection, calibration and measurement run
+/// once, in its static constructor), so any thread reads the same values, and nothing switches the source of a
+/// duration while it is being measured. <see cref="GetTimestamp"/> and <see cref="GetElapsedStopwatchTicks"/> take no
+/// lock and allocate nothing.
+/// </para>
 /// </remarks>
 public static unsafe class PerCpuClock
 {

@@ -126,9 +126,6 @@ internal sealed class FamilyDeltas(ulong processStartUnixNano)
     private ulong _lastCollect = processStartUnixNano;
     private ulong _now;
 
-    /// <summary>Series whose histogram delta waits for the next export.</summary>
-    public int PendingHistograms => _pending.Count;
-
     /// <summary>Starts a collection at <paramref name="now"/>.</summary>
     public void Begin(ulong now)
     {
